@@ -1,0 +1,58 @@
+# Lumina: `make run` starts the whole platform, `make test` passes every test.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+STAMPS := .stamps
+
+.PHONY: run test install gen lint unit clean
+
+run: install
+	$(VENV)/bin/lumina up
+
+test: install
+	$(PY) -m tools.testrun $(ARGS)
+
+install: $(STAMPS)/venv $(STAMPS)/npm $(STAMPS)/gen $(STAMPS)/system
+
+$(STAMPS)/venv: pyproject.toml uv.lock
+	@mkdir -p $(STAMPS)
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(VENV)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV)/bin/uv sync --frozen --quiet
+	@touch $@
+
+$(STAMPS)/npm: package.json package-lock.json
+	@mkdir -p $(STAMPS)
+	npm ci --no-audit --no-fund --loglevel=error
+	$(PY) -m tools.vendor_assets
+	@touch $@
+
+$(STAMPS)/gen: $(STAMPS)/venv $(wildcard proto/lumina/v1/*.proto)
+	$(PY) -m tools.gen_proto
+	@touch $@
+
+# Debian packages the tests and the console need: Chromium for browser tests, redis-server as
+# the fallback Redis. Installed once, only when missing.
+$(STAMPS)/system:
+	@mkdir -p $(STAMPS)
+	@missing=""; \
+	  test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	  command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  fi
+	@touch $@
+
+gen: $(STAMPS)/gen
+
+lint: install
+	$(VENV)/bin/lint-imports
+	npx --no-install buf lint proto
+
+unit: install
+	$(PY) -m pytest tests/unit -q
+
+clean:
+	rm -rf $(VENV) $(STAMPS) node_modules lumina lumina_client
