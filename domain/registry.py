@@ -1,10 +1,10 @@
-"""Providers and the models they serve, as data."""
+"""Providers and the models they serve, as data (entities: mapped imperatively by the
+persistence adapter, so they are plain dataclasses)."""
 
 from __future__ import annotations
 
 import enum
-
-import msgspec
+from dataclasses import dataclass, field
 
 from domain.cost import Price
 
@@ -16,8 +16,10 @@ class ProviderKind(enum.StrEnum):
     OPENAI_COMPATIBLE = "openai_compatible"
 
 
-class ProviderSpec(msgspec.Struct, frozen=True):
-    """A configured provider. ``label`` is shown to users (e.g. "simulated")."""
+@dataclass(eq=False)
+class ProviderSpec:
+    """A configured provider. ``label`` is shown to users (e.g. "simulated").
+    The API key itself is not part of the entity: it lives with the adapter's secrets."""
 
     name: str
     kind: ProviderKind
@@ -26,11 +28,12 @@ class ProviderSpec(msgspec.Struct, frozen=True):
     enabled: bool = True
 
 
-class ModelRoute(msgspec.Struct, frozen=True):
+@dataclass(eq=False)
+class ModelRoute:
     """A model name as clients say it, and where it is served."""
 
     name: str
     provider: str
     upstream_model: str
-    price: Price = Price()
+    price: Price = field(default_factory=Price)
     is_default: bool = False

@@ -1,15 +1,15 @@
-"""What one request used and cost."""
+"""What one request used and cost (an entity, mapped imperatively by the persistence adapter)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-
-import msgspec
 
 __all__ = ["UsageRecord"]
 
 
-class UsageRecord(msgspec.Struct, frozen=True):
+@dataclass(eq=False)
+class UsageRecord:
     request_id: str
     tenant_id: str
     provider: str

@@ -1,0 +1,1 @@
+"""Logs (structlog JSON with trace ids), traces (OpenTelemetry) and metrics (Prometheus)."""

@@ -1,0 +1,232 @@
+"""The composition root: the one place that reads settings and wires adapters to ports.
+
+``build_backend`` and ``build_worker`` build everything from settings; every keyword argument is an
+override, so tests swap an implementation (a fake unit of work, a scripted provider) through here
+instead of patching module globals. The returned objects own the lifetimes of what they built:
+``await backend.start()`` / ``await backend.stop()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import uvicorn
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adapters.postgres.engine import create_engine
+from adapters.postgres.uow import SqlAlchemyUnitOfWorkFactory
+from adapters.providers.openai import OpenAIProvider
+from adapters.system import SystemClock, TimeOrderedIds
+from adapters.telemetry.metrics import Metrics
+from api.grpc.chat import ChatServicer
+from api.grpc.server import build_grpc_server, mark_serving
+from api.rest.app import create_rest_app
+from api.settings import Settings
+from application.catalog import RegistryCatalog
+from application.chat import CompleteChat, StreamChat
+from application.ports import UnitOfWorkFactory
+from application.registry import SeedRegistry
+from domain.cost import Price
+from domain.errors import NotFound
+from domain.ports import Clock, IdGenerator, ProviderClient
+from domain.registry import ModelRoute, ProviderKind, ProviderSpec
+
+__all__ = ["Backend", "ProviderPool", "bind_socket", "build_backend", "default_registry"]
+
+log = structlog.get_logger("lumina.bootstrap")
+
+SIMULATOR = "simulator"
+
+
+class ProviderPool:
+    """Provider clients by provider name; one SDK client (and connection pool) per provider."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str, ProviderClient] = {}
+
+    def add(self, client: ProviderClient) -> None:
+        self._clients[client.name] = client
+
+    def get(self, provider: str) -> ProviderClient:
+        try:
+            return self._clients[provider]
+        except KeyError:
+            raise NotFound("provider", provider) from None
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+
+def default_registry(settings: Settings) -> tuple[list[ProviderSpec], list[ModelRoute], dict[str, str]]:
+    """Providers to register at start: the real vendors whose keys are set; otherwise the provider
+    simulator, plainly labelled "simulated". Returns specs, models and each provider's API key."""
+    providers: list[ProviderSpec] = []
+    models: list[ModelRoute] = []
+    keys: dict[str, str] = {}
+    if settings.openai_api_key:
+        providers.append(ProviderSpec("openai", ProviderKind.OPENAI, base_url=settings.openai_base_url, label="OpenAI"))
+        keys["openai"] = settings.openai_api_key
+        models += [
+            ModelRoute("gpt-4o-mini", "openai", "gpt-4o-mini", Price(0.15, 0.60, 0.075), is_default=True),
+            ModelRoute("gpt-4o", "openai", "gpt-4o", Price(2.50, 10.00, 1.25)),
+        ]
+    simulated = not providers
+    providers.append(
+        ProviderSpec(
+            SIMULATOR,
+            ProviderKind.OPENAI_COMPATIBLE,
+            base_url=f"http://{settings.host}:{settings.sim_port}/v1",
+            label="simulated",
+            enabled=simulated,
+        )
+    )
+    keys[SIMULATOR] = "sim-key"
+    models += [
+        ModelRoute("sim-small", SIMULATOR, "sim-small", Price(0.10, 0.40, 0.05), is_default=simulated),
+        ModelRoute("sim-large", SIMULATOR, "sim-large", Price(1.00, 4.00, 0.50)),
+    ]
+    return providers, models, keys
+
+
+def bind_socket(host: str, port: int, what: str) -> socket.socket:
+    """Bind a listening TCP socket, or fail with one line naming the port."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"{what} port {port} on {host} is busy ({exc.strerror})") from None
+    return sock
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the process owner decides when to stop."""
+
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
+        return contextlib.nullcontext()
+
+
+@dataclass
+class Backend:
+    settings: Settings
+    engine: AsyncEngine | None
+    uow: UnitOfWorkFactory
+    providers: ProviderPool
+    catalog: RegistryCatalog
+    stream_chat: StreamChat
+    complete_chat: CompleteChat
+    metrics: Metrics
+    seed: tuple[list[ProviderSpec], list[ModelRoute]] | None
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    _grpc: Any = None
+    _health: Any = None
+    _http: _QuietServer | None = None
+    grpc_port: int = 0
+    http_port: int = 0
+
+    async def readiness(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        if self.engine is not None:
+            try:
+                async with asyncio.timeout(2):
+                    async with self.engine.connect() as conn:
+                        await conn.execute(text("SELECT 1"))
+                checks["database"] = "ok"
+            except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
+                checks["database"] = f"unavailable: {type(exc).__name__}"
+        return checks
+
+    async def start(self, *, grpc_port: int | None = None, http_port: int | None = None) -> None:
+        """Seed the registry, then listen. Ports: settings unless given (0 = any free port)."""
+        s = self.settings
+        if self.seed is not None:
+            await SeedRegistry(self.uow)(*self.seed)
+        grpc_port = s.grpc_port if grpc_port is None else grpc_port
+        http_port = s.http_port if http_port is None else http_port
+        http_sock = bind_socket(s.host, http_port, "HTTP")
+        self.http_port = http_sock.getsockname()[1]
+        chat = ChatServicer(stream=self.stream_chat, complete=self.complete_chat, tenant_id=s.tenant_id, metrics=self.metrics)
+        try:
+            self._grpc, self._health, self.grpc_port = build_grpc_server(
+                f"{s.host}:{grpc_port}", chat=chat, metrics=self.metrics
+            )
+        except (OSError, RuntimeError):
+            http_sock.close()
+            raise OSError(f"gRPC port {grpc_port} on {s.host} is busy") from None
+        await self._grpc.start()
+        await mark_serving(self._health, True)
+        app = create_rest_app(
+            stream_chat=self.stream_chat, complete_chat=self.complete_chat, tenant_id=s.tenant_id,
+            metrics=self.metrics, readiness=self.readiness,
+        )
+        config = uvicorn.Config(app, loop="none", lifespan="on", log_config=None, access_log=False,
+                                timeout_graceful_shutdown=5)
+        self._http = _QuietServer(config)
+        self._tasks.append(asyncio.create_task(self._http.serve(sockets=[http_sock]), name="http"))
+        while not self._http.started:
+            if self._tasks[-1].done():
+                self._tasks[-1].result()
+                raise RuntimeError("HTTP server stopped during start-up")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        if self._health is not None:
+            await mark_serving(self._health, False)
+        if self._http is not None:
+            self._http.should_exit = True
+        if self._grpc is not None:
+            await self._grpc.stop(grace=5)
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, 10)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        await self.providers.aclose()
+        if self.engine is not None:
+            await self.engine.dispose()
+
+
+def build_backend(
+    settings: Settings,
+    *,
+    uow: UnitOfWorkFactory | None = None,
+    providers: Iterable[ProviderClient] | None = None,
+    seed: tuple[list[ProviderSpec], list[ModelRoute]] | None | bool = True,
+    clock: Clock | None = None,
+    ids: IdGenerator | None = None,
+    metrics: Metrics | None = None,
+) -> Backend:
+    clock = clock or SystemClock()
+    ids = ids or TimeOrderedIds()
+    metrics = metrics or Metrics()
+    engine = None
+    if uow is None:
+        if not settings.database_url:
+            raise ValueError("LUMINA_DATABASE_URL is not set (`lumina up` sets it for the embedded database)")
+        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+        uow = SqlAlchemyUnitOfWorkFactory(engine)
+    pool = ProviderPool()
+    specs, models, keys = default_registry(settings)
+    if providers is None:
+        for spec in specs:
+            pool.add(OpenAIProvider(spec.name, api_key=keys[spec.name], base_url=spec.base_url))
+    else:
+        for client in providers:
+            pool.add(client)
+    chosen_seed = (specs, models) if seed is True else (seed or None)
+    catalog = RegistryCatalog(uow, clock, default_model=settings.default_model)
+    stream = StreamChat(catalog=catalog, providers=pool, uow=uow, clock=clock, ids=ids)
+    return Backend(
+        settings=settings, engine=engine, uow=uow, providers=pool, catalog=catalog, stream_chat=stream,
+        complete_chat=CompleteChat(stream), metrics=metrics, seed=chosen_seed,  # type: ignore[arg-type]
+    )

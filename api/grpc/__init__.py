@@ -1,0 +1,1 @@
+"""The gRPC edge (grpc.aio): thin servicers, interceptors, health and reflection."""

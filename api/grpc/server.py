@@ -1,0 +1,41 @@
+"""Building the grpc.aio server: Lumina services behind the edge interceptor, the standard health
+service, and server reflection."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from lumina.v1 import chat_pb2, chat_pb2_grpc
+
+from adapters.telemetry.metrics import Metrics
+from api.grpc.chat import ChatServicer
+from api.grpc.interceptors import EdgeInterceptor
+
+__all__ = ["build_grpc_server"]
+
+SERVICES = (chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,)
+
+
+def build_grpc_server(
+    address: str, *, chat: ChatServicer, metrics: Metrics
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    """The server, its health servicer, and the port it bound (useful when asked for port 0)."""
+    server = grpc.aio.server(
+        interceptors=[EdgeInterceptor(metrics)],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 32 * 1024 * 1024)],
+    )
+    chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"gRPC port busy or unavailable: {address}")
+    return server, health_servicer, port
+
+
+async def mark_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ("", *SERVICES):
+        await health_servicer.set(name, status)

@@ -1,0 +1,1 @@
+"""The REST edge (Litestar): health, readiness, metrics, and the OpenAI-compatible chat endpoint."""

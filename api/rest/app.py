@@ -1,0 +1,88 @@
+"""The backend's Litestar application: /healthz, /readyz, /metrics and the OpenAI-compatible edge."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from litestar import Litestar, Response, get
+from litestar.di import Provide
+from litestar.types import ASGIApp, Receive, Scope, Send
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from adapters.telemetry.metrics import CONTENT_TYPE_LATEST, Metrics
+from adapters.telemetry.tracing import extract_context
+from api.rest.openai_compat import OpenAIController
+from api.rest.problems import EXCEPTION_HANDLERS, problem
+from application.chat import CompleteChat, StreamChat
+
+__all__ = ["create_rest_app"]
+
+Readiness = Callable[[], Awaitable[dict[str, str]]]
+
+
+def _telemetry_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
+    tracer = trace.get_tracer("lumina.rest")
+
+    def factory(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            started = time.perf_counter()
+            status = {"code": 500}
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            route = scope.get("path", "")
+
+            async def send_wrapper(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    status["code"] = message["status"]
+                await send(message)
+
+            with tracer.start_as_current_span(f"{scope.get('method', 'GET')} {route}", context=extract_context(headers), kind=SpanKind.SERVER):
+                try:
+                    await app(scope, receive, send_wrapper)
+                finally:
+                    if route != "/metrics":
+                        metrics.observe_request("rest", route, str(status["code"]), time.perf_counter() - started)
+
+        return middleware
+
+    return factory
+
+
+def create_rest_app(
+    *, stream_chat: StreamChat, complete_chat: CompleteChat, tenant_id: str, metrics: Metrics, readiness: Readiness
+) -> Litestar:
+    @get("/healthz", sync_to_thread=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/readyz")
+    async def readyz() -> Any:
+        checks = await readiness()
+        if all(v == "ok" for v in checks.values()):
+            return {"status": "ready", "checks": checks}
+        return problem(503, "Not ready", "some dependencies are not ready", checks=checks)
+
+    @get("/metrics", sync_to_thread=False, include_in_schema=False)
+    def prometheus() -> Response[bytes]:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return Litestar(
+        route_handlers=[healthz, readyz, prometheus, OpenAIController],
+        dependencies={
+            "stream_chat": Provide(lambda: stream_chat, sync_to_thread=False),
+            "complete_chat": Provide(lambda: complete_chat, sync_to_thread=False),
+            "tenant_id": Provide(lambda: tenant_id, sync_to_thread=False),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[_telemetry_middleware(metrics)],
+        openapi_config=None,
+        debug=False,
+    )
+
+
+

@@ -1,0 +1,57 @@
+"""Every REST error is ``application/problem+json`` (RFC 9457); never a stack trace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from api.errors import map_error
+from domain.errors import DomainError, InvalidRequest, RateLimited
+
+__all__ = ["EXCEPTION_HANDLERS", "problem"]
+
+log = structlog.get_logger("lumina.rest")
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> Response[dict[str, Any]]:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    headers = {}
+    if "retry_after" in extra and extra["retry_after"] is not None:
+        headers["retry-after"] = str(int(extra["retry_after"] + 0.999))
+    return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _domain(_: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
+    mapped = map_error(exc)
+    extra: dict[str, Any] = {"code": exc.code}
+    if isinstance(exc, InvalidRequest):
+        extra["errors"] = [{"field": v.field, "message": v.description} for v in exc.violations]
+    if isinstance(exc, RateLimited):
+        extra["retry_after"] = exc.retry_after
+    return problem(mapped.http_status, mapped.title, exc.message, **extra)
+
+
+def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    errors = [{"field": str(e.get("key") or "body"), "message": str(e.get("message"))} for e in (exc.extra or []) if isinstance(e, dict)]
+    return problem(400, "Malformed request body", str(exc.detail), code="invalid_request", errors=errors)
+
+
+def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    return problem(exc.status_code, type(exc).__name__, str(exc.detail))
+
+
+def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.error("request failed", exc_info=exc)
+    return problem(500, "Internal error", "internal error; the server log has the details", code="internal")
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    DomainError: _domain,
+    ValidationException: _validation,
+    HTTPException: _http,
+    Exception: _unexpected,
+}

@@ -1,0 +1,66 @@
+"""Long-running processes: the backend (`lumina serve`) and the worker (`lumina worker`).
+Each runs until SIGINT/SIGTERM, then stops what it built."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+
+from adapters.telemetry.logging import configure_logging
+from adapters.telemetry.tracing import configure_tracing
+from api.settings import Settings
+
+__all__ = ["run_serve", "run_worker"]
+
+log = structlog.get_logger("lumina")
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _observability(settings: Settings, service: str) -> None:
+    configure_logging(level=settings.log_level, fmt=settings.log_format, service=service)
+    configure_tracing(service, settings.traces)
+
+
+async def serve(settings: Settings) -> None:
+    from api.bootstrap import build_backend
+
+    _observability(settings, "lumina-backend")
+    stop = _stop_event()
+    backend = build_backend(settings)
+    try:
+        await backend.start()
+        log.info("backend listening", grpc=f"{settings.host}:{backend.grpc_port}", http=f"http://{settings.host}:{backend.http_port}")
+        await stop.wait()
+        log.info("backend stopping")
+    finally:
+        await backend.stop()
+
+
+async def work(settings: Settings) -> None:
+    from api.bootstrap import build_worker
+
+    _observability(settings, "lumina-worker")
+    stop = _stop_event()
+    worker = await build_worker(settings)
+    try:
+        log.info("worker running", nats=settings.nats_url)
+        await worker.run(stop)
+    finally:
+        await worker.close()
+
+
+def run_serve(settings: Settings) -> None:
+    asyncio.run(serve(settings))
+
+
+def run_worker(settings: Settings) -> None:
+    asyncio.run(work(settings))

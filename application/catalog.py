@@ -1,0 +1,63 @@
+"""The model catalog: which provider serves a model name. Read from the registry through the unit
+of work and cached for a short time, so the hot path does not query the database per request."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from application.ports import UnitOfWorkFactory
+from domain.errors import NotFound
+from domain.ports import Clock
+from domain.registry import ModelRoute, ProviderSpec
+
+__all__ = ["RegistryCatalog"]
+
+
+class RegistryCatalog:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, *, ttl: float = 5.0, default_model: str = "") -> None:
+        self._uow = uow
+        self._clock = clock
+        self._ttl = ttl
+        self._default_model = default_model
+        self._loaded_at: float | None = None
+        self._models: dict[str, ModelRoute] = {}
+        self._providers: dict[str, ProviderSpec] = {}
+
+    def invalidate(self) -> None:
+        self._loaded_at = None
+
+    async def _refresh(self) -> None:
+        now = self._clock.monotonic()
+        if self._loaded_at is not None and now - self._loaded_at < self._ttl:
+            return
+        async with self._uow() as uow:
+            providers: Sequence[ProviderSpec] = await uow.providers.list_providers()
+            models: Sequence[ModelRoute] = await uow.providers.list_models()
+        self._providers = {p.name: p for p in providers}
+        enabled = {p.name for p in providers if p.enabled}
+        self._models = {m.name: m for m in models if m.provider in enabled}
+        self._loaded_at = now
+
+    async def resolve(self, model: str) -> ModelRoute:
+        await self._refresh()
+        name = model or self._default_model
+        if name:
+            route = self._models.get(name)
+            if route is None:
+                raise NotFound("model", name)
+            return route
+        defaults = [m for m in self._models.values() if m.is_default] or sorted(self._models.values(), key=lambda m: m.name)
+        if not defaults:
+            raise NotFound("model", "(default)")
+        return defaults[0]
+
+    async def provider(self, name: str) -> ProviderSpec:
+        await self._refresh()
+        try:
+            return self._providers[name]
+        except KeyError:
+            raise NotFound("provider", name) from None
+
+    async def models(self) -> list[ModelRoute]:
+        await self._refresh()
+        return sorted(self._models.values(), key=lambda m: m.name)

@@ -1,0 +1,202 @@
+"""Chat use cases: stream a completion through the routed provider, settle its usage and cost,
+and record a ``ChatCompleted`` event in the same transaction."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from application.ports import ModelCatalog, ProviderClients, UnitOfWorkFactory
+from domain.chat import (
+    ChatRequest,
+    Chunk,
+    ErrorChunk,
+    Finish,
+    FinishReason,
+    ResponseMetadata,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+    UsageChunk,
+)
+from domain.errors import ProviderError, UpstreamUnavailable
+from domain.events import ChatCompleted
+from domain.ports import Clock, IdGenerator
+from domain.registry import ModelRoute
+from domain.usage import UsageRecord
+
+__all__ = ["ChatAnswer", "CompleteChat", "StreamChat"]
+
+
+class StreamChat:
+    """Stream one chat completion as unified chunks.
+
+    Errors before the first chunk (unknown model, provider refused the request) are raised, so the
+    edge can answer with a proper status. Once content has been sent, a provider failure becomes a
+    final ``ErrorChunk``. Usage is settled and the event recorded before ``Finish`` is yielded, so a
+    client that saw ``Finish`` can rely on the usage row and the outbox event both existing.
+    Closing the returned iterator closes the upstream request.
+    """
+
+    def __init__(
+        self,
+        *,
+        catalog: ModelCatalog,
+        providers: ProviderClients,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        ids: IdGenerator,
+    ) -> None:
+        self._catalog = catalog
+        self._providers = providers
+        self._uow = uow
+        self._clock = clock
+        self._ids = ids
+
+    async def __call__(self, tenant_id: str, request: ChatRequest) -> AsyncIterator[Chunk]:
+        route = await self._catalog.resolve(request.model)
+        client = self._providers.get(route.provider)
+        request_id = self._ids.new_id()
+        started = self._clock.monotonic()
+        upstream = client.stream(route.upstream_model, request)
+        first = await _first(upstream)  # provider errors before any content propagate as exceptions
+        return self._relay(tenant_id, request, route, request_id, started, upstream, first)
+
+    async def _relay(
+        self,
+        tenant_id: str,
+        request: ChatRequest,
+        route: ModelRoute,
+        request_id: str,
+        started: float,
+        upstream: AsyncIterator[Chunk],
+        first: Chunk | None,
+    ) -> AsyncIterator[Chunk]:
+        model, provider, price = route.name, route.provider, route.price
+        usage = Usage()
+        reason = FinishReason.STOP
+        try:
+            pending = [first] if first is not None else []
+            try:
+                while True:
+                    chunk = pending.pop() if pending else await anext(upstream)
+                    match chunk:
+                        case UsageChunk(usage=reported):
+                            usage = reported
+                        case Finish(reason=finish_reason):
+                            reason = finish_reason
+                        case TextDelta() | ToolCallDelta():
+                            yield chunk
+                        case ErrorChunk():
+                            yield chunk
+                            return
+            except StopAsyncIteration:
+                pass
+            except ProviderError as exc:
+                yield ErrorChunk(code=exc.code, message=exc.message, retryable=exc.retryable)
+                return
+        finally:
+            await upstream.aclose()  # type: ignore[attr-defined]
+        cost = price.cost_micros(usage)
+        latency_ms = round((self._clock.monotonic() - started) * 1000)
+        now = self._clock.now()
+        async with self._uow() as uow:
+            await uow.usage.add(
+                UsageRecord(
+                    request_id=request_id,
+                    tenant_id=tenant_id,
+                    provider=provider,
+                    model=model,
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    cached_input_tokens=usage.cached_input_tokens,
+                    reasoning_tokens=usage.reasoning_tokens,
+                    cost_micros=cost,
+                    latency_ms=latency_ms,
+                    finish_reason=reason.value,
+                    created_at=now,
+                    conversation_id=request.conversation_id,
+                )
+            )
+            uow.record(
+                ChatCompleted(
+                    event_id=self._ids.new_id(),
+                    tenant_id=tenant_id,
+                    occurred_at=now,
+                    request_id=request_id,
+                    provider=provider,
+                    model=model,
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    cost_micros=cost,
+                    latency_ms=latency_ms,
+                    finish_reason=reason.value,
+                    conversation_id=request.conversation_id or "",
+                )
+            )
+            await uow.commit()
+        yield UsageChunk(usage=usage, cost_micros=cost)
+        yield Finish(
+            reason=reason,
+            metadata=ResponseMetadata(
+                request_id=request_id, provider=provider, model=model, latency_ms=latency_ms, cost_micros=cost
+            ),
+        )
+
+
+async def _first(upstream: AsyncIterator[Chunk]) -> Chunk | None:
+    try:
+        return await anext(upstream)
+    except StopAsyncIteration:
+        return None
+    except BaseException:
+        await upstream.aclose()  # type: ignore[attr-defined]
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class ChatAnswer:
+    text: str
+    tool_calls: tuple[ToolCallDelta, ...]
+    usage: Usage
+    cost_micros: int
+    finish: Finish
+
+
+class CompleteChat:
+    """The whole answer at once: the same path as streaming, gathered."""
+
+    def __init__(self, stream: StreamChat) -> None:
+        self._stream = stream
+
+    async def __call__(self, tenant_id: str, request: ChatRequest) -> ChatAnswer:
+        parts: list[str] = []
+        calls: dict[int, ToolCallDelta] = {}
+        usage, cost, finish = Usage(), 0, Finish(reason=FinishReason.STOP)
+        chunks = await self._stream(tenant_id, request)
+        async for chunk in chunks:
+            match chunk:
+                case TextDelta(text=text):
+                    parts.append(text)
+                case ToolCallDelta(index=index):
+                    prev = calls.get(index)
+                    calls[index] = chunk if prev is None else ToolCallDelta(
+                        index=index,
+                        id=prev.id or chunk.id,
+                        name=prev.name or chunk.name,
+                        arguments_fragment=prev.arguments_fragment + chunk.arguments_fragment,
+                    )
+                case UsageChunk(usage=u, cost_micros=c):
+                    usage, cost = u, c
+                case Finish():
+                    finish = chunk
+                case ErrorChunk(code=code, message=message):
+                    raise _error_from_chunk(code, message)
+        return ChatAnswer("".join(parts), tuple(calls[i] for i in sorted(calls)), usage, cost, finish)
+
+
+def _error_from_chunk(code: str, message: str) -> ProviderError:
+    for cls in ProviderError.__subclasses__():
+        if cls.code == code:
+            return cls(message)
+    return UpstreamUnavailable(message)
