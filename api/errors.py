@@ -21,6 +21,7 @@ class Mapped:
 _TABLE: dict[type[e.DomainError], Mapped] = {
     e.InvalidRequest: Mapped(grpc.StatusCode.INVALID_ARGUMENT, 422, "Invalid request"),
     e.NotFound: Mapped(grpc.StatusCode.NOT_FOUND, 404, "Not found"),
+    e.Unavailable: Mapped(grpc.StatusCode.UNAVAILABLE, 503, "Service unavailable"),
     e.RateLimited: Mapped(grpc.StatusCode.RESOURCE_EXHAUSTED, 429, "Rate limited by the provider"),
     e.AuthenticationFailed: Mapped(grpc.StatusCode.FAILED_PRECONDITION, 502, "Provider rejected Lumina's credentials"),
     e.PermissionDenied: Mapped(grpc.StatusCode.FAILED_PRECONDITION, 502, "Provider denied access"),

@@ -3,6 +3,7 @@
 DomainError
 ├── InvalidRequest          bad input; carries one FieldViolation per problem
 ├── NotFound                a named thing (model, provider, ...) does not exist
+├── Unavailable             a dependency of Lumina's own (database, bus) cannot be reached
 └── ProviderError           a provider failed; ``retryable`` says whether trying again may help
     ├── RateLimited         429; ``retry_after`` seconds when the vendor said
     ├── AuthenticationFailed
@@ -36,6 +37,7 @@ __all__ = [
     "RateLimited",
     "UpstreamInvalidRequest",
     "UpstreamTimeout",
+    "Unavailable",
     "UpstreamUnavailable",
 ]
 
@@ -76,6 +78,11 @@ class NotFound(DomainError):
         self.kind = kind
         self.name = name
         super().__init__(f"{kind} {name!r} not found")
+
+
+class Unavailable(DomainError):
+    code = "unavailable"
+    retryable = True
 
 
 class ProviderError(DomainError):

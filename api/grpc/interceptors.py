@@ -87,7 +87,9 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
     def _finish(self, method: str, context: grpc.aio.ServicerContext, started: float) -> None:
         code = context.code()
         name = code.name if isinstance(code, grpc.StatusCode) else "OK"
-        self._metrics.observe_request("grpc", method, name, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self._metrics.observe_request("grpc", method, name, seconds)
+        log.info("rpc", method=method, code=name, ms=round(seconds * 1000, 2))
 
     def _wrap_unary(self, method: str, behaviour: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
