@@ -38,7 +38,7 @@ from domain.errors import NotFound
 from domain.ports import Clock, IdGenerator, ProviderClient
 from domain.registry import ModelRoute, ProviderKind, ProviderSpec
 
-__all__ = ["Backend", "ProviderPool", "bind_socket", "build_backend", "default_registry"]
+__all__ = ["Backend", "ProviderPool", "WorkerProcess", "bind_socket", "build_backend", "build_worker", "default_registry"]
 
 log = structlog.get_logger("lumina.bootstrap")
 
@@ -230,3 +230,40 @@ def build_backend(
         settings=settings, engine=engine, uow=uow, providers=pool, catalog=catalog, stream_chat=stream,
         complete_chat=CompleteChat(stream), metrics=metrics, seed=chosen_seed,  # type: ignore[arg-type]
     )
+
+
+@dataclass
+class WorkerProcess:
+    """The worker's dependencies, built from settings; ``close`` releases them."""
+
+    worker: Any
+    bus: Any
+    engine: AsyncEngine | None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.worker.run(stop)
+
+    async def close(self) -> None:
+        await self.bus.close()
+        if self.engine is not None:
+            await self.engine.dispose()
+
+
+async def build_worker(
+    settings: Settings, *, uow: UnitOfWorkFactory | None = None, bus: Any | None = None
+) -> WorkerProcess:
+    from adapters.nats.bus import JetStreamBus
+    from api.worker import Worker
+
+    engine = None
+    if uow is None:
+        if not settings.database_url:
+            raise ValueError("LUMINA_DATABASE_URL is not set")
+        engine = create_engine(settings.database_url, pool_size=4)
+        uow = SqlAlchemyUnitOfWorkFactory(engine)
+    if bus is None:
+        if not settings.nats_url:
+            raise ValueError("LUMINA_NATS_URL is not set")
+        bus = await JetStreamBus.connect(settings.nats_url)
+    worker = Worker(uow_factory=uow, bus=bus, poll_interval=settings.outbox_poll_interval)
+    return WorkerProcess(worker=worker, bus=bus, engine=engine)

@@ -1,0 +1,101 @@
+"""The OpenAI error table and request/usage mapping, on real SDK objects (no I/O)."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import httpx2
+import openai
+import pytest
+from openai.types.completion_usage import CompletionTokensDetails, CompletionUsage, PromptTokensDetails
+
+from adapters.providers.errors import parse_retry_after, redact, translate_openai_error
+from adapters.providers.openai import to_openai_messages, to_usage
+from domain.chat import ChatMessage, Role, Usage
+from domain.errors import (
+    ContentFiltered,
+    ContextLengthExceeded,
+    PermissionDenied,
+    ProviderError,
+    RateLimited,
+    UpstreamInvalidRequest,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+SECRET = "sk-live-abcdefghijklmnopqrstuvwxyz"
+REQUEST = httpx2.Request("POST", "http://upstream.test/v1/chat/completions")
+
+
+def status_error(cls: type[openai.APIStatusError], status: int, body: dict, headers: dict | None = None):
+    response = httpx2.Response(status, headers=headers or {}, request=REQUEST)
+    return cls(f"Error code: {status}", response=response, body=body)
+
+
+def translate(exc: openai.OpenAIError) -> ProviderError:
+    return translate_openai_error(exc, provider="p", secret=SECRET)
+
+
+@pytest.mark.parametrize(
+    ("cls", "status", "code", "expected"),
+    [
+        (openai.BadRequestError, 400, "context_length_exceeded", ContextLengthExceeded),
+        (openai.BadRequestError, 400, "content_policy_violation", ContentFiltered),
+        (openai.BadRequestError, 400, "invalid_value", UpstreamInvalidRequest),
+        (openai.RateLimitError, 429, "insufficient_quota", PermissionDenied),
+        (openai.InternalServerError, 504, None, UpstreamTimeout),
+        (openai.InternalServerError, 502, None, UpstreamUnavailable),
+        (openai.UnprocessableEntityError, 422, None, UpstreamInvalidRequest),
+    ],
+)
+def test_status_errors(cls, status: int, code: str | None, expected: type[ProviderError]) -> None:
+    err = translate(status_error(cls, status, {"message": "nope", "type": "t", "code": code}))
+    assert type(err) is expected
+    assert f"HTTP {status}" in err.message and "nope" in err.message and err.provider == "p"
+
+
+def test_error_event_without_status() -> None:
+    ctx = openai.APIError("too long", REQUEST, body={"message": "too long", "code": "context_length_exceeded"})
+    other = openai.APIError("boom", REQUEST, body={"message": "boom", "type": "server_error"})
+    assert type(translate(ctx)) is ContextLengthExceeded
+    assert type(translate(other)) is UpstreamUnavailable and translate(other).retryable
+
+
+def test_the_key_never_reaches_the_message() -> None:
+    body = {"message": f"Incorrect API key provided: {SECRET}. Also {SECRET[:24]}...", "code": "invalid_api_key"}
+    err = translate(status_error(openai.AuthenticationError, 401, body))
+    assert SECRET[:20] not in str(err)
+    assert len(redact("x" * 5000, SECRET)) == 500
+
+
+def test_retry_after_forms() -> None:
+    assert parse_retry_after(httpx2.Headers({"retry-after": "2"})) == 2.0
+    assert parse_retry_after(httpx2.Headers({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
+    in_ten = email.utils.formatdate(time.time() + 10, usegmt=True)
+    assert 8 <= parse_retry_after(httpx2.Headers({"retry-after": in_ten})) <= 10
+    assert parse_retry_after(httpx2.Headers({"retry-after": "soon"})) is None
+    limited = translate(status_error(openai.RateLimitError, 429, {"message": "slow"}, {"retry-after": "3"}))
+    assert isinstance(limited, RateLimited) and limited.retry_after == 3.0
+
+
+def test_messages_and_usage_mapping() -> None:
+    msgs = (
+        ChatMessage(Role.SYSTEM, "s", name="ops"),
+        ChatMessage(Role.ASSISTANT, ""),
+        ChatMessage(Role.TOOL, "42", tool_call_id="call_1"),
+    )
+    assert to_openai_messages(msgs) == [
+        {"role": "system", "content": "s", "name": "ops"},
+        {"role": "assistant", "content": ""},
+        {"role": "tool", "content": "42", "tool_call_id": "call_1"},
+    ]
+    usage = CompletionUsage(
+        prompt_tokens=10,
+        completion_tokens=7,
+        total_tokens=17,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=4),
+        completion_tokens_details=CompletionTokensDetails(reasoning_tokens=3),
+    )
+    assert to_usage(usage) == Usage(input_tokens=10, output_tokens=7, cached_input_tokens=4, reasoning_tokens=3)
+    assert to_usage(CompletionUsage(prompt_tokens=1, completion_tokens=2, total_tokens=3)) == Usage(1, 2)
