@@ -86,7 +86,6 @@ def up(settings: Settings) -> int:
     data.mkdir(parents=True, exist_ok=True)
     logs = data / "logs"
     simulated = not settings.openai_api_key
-    _check_ports(settings, simulated)
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -98,6 +97,7 @@ def up(settings: Settings) -> int:
     env = dict(os.environ)
     try:
         t0 = time.monotonic()
+        _check_ports(settings, simulated)
         if settings.database_url:
             database_url = settings.database_url
         else:

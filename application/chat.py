@@ -55,18 +55,20 @@ class StreamChat:
 
     async def __call__(self, tenant_id: str, request: ChatRequest) -> AsyncIterator[Chunk]:
         route = await self._catalog.resolve(request.model)
+        spec = await self._catalog.provider(route.provider)
         client = self._providers.get(route.provider)
         request_id = self._ids.new_id()
         started = self._clock.monotonic()
         upstream = client.stream(route.upstream_model, request)
         first = await _first(upstream)  # provider errors before any content propagate as exceptions
-        return self._relay(tenant_id, request, route, request_id, started, upstream, first)
+        return self._relay(tenant_id, request, route, spec.label, request_id, started, upstream, first)
 
     async def _relay(
         self,
         tenant_id: str,
         request: ChatRequest,
         route: ModelRoute,
+        label: str,
         request_id: str,
         started: float,
         upstream: AsyncIterator[Chunk],
@@ -139,7 +141,8 @@ class StreamChat:
         yield Finish(
             reason=reason,
             metadata=ResponseMetadata(
-                request_id=request_id, provider=provider, model=model, latency_ms=latency_ms, cost_micros=cost
+                request_id=request_id, provider=provider, model=model, latency_ms=latency_ms, cost_micros=cost,
+                provider_label=label,
             ),
         )
 

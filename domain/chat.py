@@ -96,6 +96,7 @@ class ResponseMetadata(msgspec.Struct, frozen=True):
     model: str
     latency_ms: int
     cost_micros: int
+    provider_label: str = ""
 
 
 # --- the unified chunk union -------------------------------------------------------------

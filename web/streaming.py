@@ -142,6 +142,7 @@ def _meta(finish: Finish, usage: Usage | None) -> dict[str, object]:
     cost_micros = usage.cost_micros if usage and usage.cost_micros else (meta.cost_micros if meta else 0)
     return {
         "provider": meta.provider if meta else "",
+        "provider_label": meta.provider_label if meta else "",
         "model": meta.model if meta else "",
         "latency_ms": meta.latency_ms if meta else 0,
         "request_id": meta.request_id if meta else "",

@@ -65,7 +65,7 @@ def encode_metadata(meta: ResponseMetadata | None) -> pb.ResponseMetadata | None
         return None
     return pb.ResponseMetadata(
         request_id=meta.request_id, provider=meta.provider, model=meta.model,
-        latency_ms=meta.latency_ms, cost_micros=meta.cost_micros,
+        latency_ms=meta.latency_ms, cost_micros=meta.cost_micros, provider_label=meta.provider_label,
     )
 
 

@@ -97,6 +97,7 @@ async def test_grpc_stream_returns_the_simulated_answer_incrementally_and_record
         usage = chunks[-2].usage
         assert finish.reason == pb.FINISH_REASON_STOP
         assert (finish.metadata.provider, finish.metadata.model) == ("simulator", "sim-small")
+        assert finish.metadata.provider_label == "simulated"
         assert usage.output_tokens > 0 and usage.cost_micros == finish.metadata.cost_micros > 0
 
         engine = create_async_engine(database_url)
@@ -218,13 +219,13 @@ async def test_console_streams_the_same_answer_in_chromium(platform: Platform) -
         browser = await launch_chromium(pw)
         try:
             page = await browser.new_page(viewport={"width": 1100, "height": 760})
-            answer = await chat_in_console(page, f"{platform.console_url}/chat", PROMPT)
+            answer = await chat_in_console(page, platform.console_url, PROMPT)
             meta = await page.locator("article.msg.assistant .meta").last.inner_text()
             await screenshot(page, "e2e-console-chat")
         finally:
             await browser.close()
     assert answer.strip() == sim_answer(platform).strip()
-    assert "simulator" in meta and "sim-small" in meta
+    assert "simulator" in meta and "sim-small" in meta and "simulated" in meta.lower()
     assert Path("test-artifacts/e2e-console-chat.png").exists()
 
 

@@ -66,6 +66,7 @@ async def test_streams_text_then_settles_usage_cost_and_event() -> None:
     assert chunks[-2].cost_micros == 1900
     meta = chunks[-1].metadata
     assert meta is not None and (meta.provider, meta.model, meta.cost_micros) == ("p1", "small", 1900)
+    assert meta.provider_label == "simulated"
     assert provider.requests[0][0] == "upstream-small"
 
     record = uow.db.usage[meta.request_id]
