@@ -83,7 +83,7 @@ class Worker:
         match event:
             case ChatCompleted():
                 counted = await self._record_spend(event)
-                _log.debug("spend recorded" if counted else "spend duplicate skipped", event_id=event.event_id)
+                _log.info("spend recorded" if counted else "spend duplicate skipped", event_id=event.event_id)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 
+from web.telemetry import configure_tracing
 from web.app import create_app
 
 __all__ = ["ServeError", "bind_socket", "running_console", "serve"]
@@ -69,6 +70,7 @@ def serve(
     grpc_metadata: Mapping[str, str] | None = None,
 ) -> None:
     """Serve the console on ``host:port`` until interrupted; raises ``ServeError`` if it cannot start."""
+    configure_tracing()
     server = _server(backend_target, log_level, grpc_metadata)
     sock = bind_socket(host, port)
     shown = f"[{host}]" if ":" in host else host
@@ -89,6 +91,7 @@ async def running_console(
     grpc_metadata: Mapping[str, str] | None = None,
 ) -> AsyncIterator[str]:
     """Run the console in the current event loop; yields its base URL (``http://host:port``)."""
+    configure_tracing()
     server = _server(backend_target, log_level, grpc_metadata)
     server.config.timeout_graceful_shutdown = 1
     sock = bind_socket(host, port)

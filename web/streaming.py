@@ -30,6 +30,9 @@ from lumina_client.lumina.v1 import (
     StreamError,
     Usage,
 )
+from opentelemetry.trace import SpanKind
+
+from web.telemetry import traced_metadata, tracer
 from web.pending import PendingPrompt
 
 __all__ = ["DELTA", "DONE", "FAILURE", "META", "answer_events", "describe_grpc_error", "expired_events"]
@@ -98,9 +101,9 @@ async def answer_events(
     finished = False
     try:
         # aclosing: when the browser goes away, the gRPC stream is cancelled at once.
-        async with aclosing(
-            stub.stream_complete(request, timeout=timeout, metadata=dict(metadata) if metadata else None)
-        ) as chunks:
+        with tracer().start_as_current_span("console chat", kind=SpanKind.CLIENT):
+            call_metadata = traced_metadata(metadata)
+        async with aclosing(stub.stream_complete(request, timeout=timeout, metadata=call_metadata or None)) as chunks:
             async for chunk in chunks:
                 kind, value = betterproto2.which_one_of(chunk, "chunk")
                 match kind, value:

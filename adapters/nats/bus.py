@@ -20,6 +20,9 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 
+from opentelemetry.trace import SpanKind
+
+from adapters.telemetry.tracing import extract_context, inject_headers, tracer
 from adapters.nats.errors import BusConfigError, BusUnavailable
 from application.ports import OutboxMessage
 
@@ -111,7 +114,15 @@ class JetStreamBus:
     async def publish(self, message: OutboxMessage) -> None:
         """Publish and await the PubAck. A re-publish of the same event id within the window is
         acknowledged as a duplicate and not stored twice."""
-        headers = {**message.headers, MSG_ID_HEADER: message.event_id}
+        parent = extract_context(message.headers)
+        with tracer("lumina.nats").start_as_current_span(
+            f"publish {message.subject}", context=parent, kind=SpanKind.PRODUCER
+        ):
+            # the relay's span joins the request's trace; consumers continue from it
+            headers = inject_headers({**message.headers, MSG_ID_HEADER: message.event_id})
+            await self._publish(message, headers)
+
+    async def _publish(self, message: OutboxMessage, headers: dict[str, str]) -> None:
         try:
             await self.js.publish(message.subject, message.payload, stream=self.stream, headers=headers)
         except nats.js.errors.NoStreamResponseError as exc:

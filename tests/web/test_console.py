@@ -61,11 +61,13 @@ class ScriptedChat(chat_pb2_grpc.ChatServiceServicer):
 
     script: list[object] = field(default_factory=lambda: answer(*DELTAS))
     requests: list[chat_pb2.StreamCompleteRequest] = field(default_factory=list)
+    metadata: list[dict[str, str]] = field(default_factory=list)
     finished: int = 0
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def StreamComplete(self, request, context):
         self.requests.append(request)
+        self.metadata.append(dict(context.invocation_metadata() or ()))
         try:
             for step in self.script:
                 if isinstance(step, asyncio.Event):
@@ -182,6 +184,7 @@ async def test_prompt_streams_scripted_answer_with_metadata(console: str, backen
         (chat_pb2.ROLE_USER, "Say hello\nin two lines")
     ]
     assert request.parameters.conversation_id  # the page's conversation id travels along
+    assert backend.chat.metadata[0]["traceparent"].startswith("00-")  # the console's trace continues in the backend
     # The "done" event closed the stream: the browser does not reconnect (the SSE extension would
     # retry after 500 ms).
     await page.wait_for_function("document.querySelector('article.msg.assistant').dataset.state === 'done'")
