@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 from litestar.response import Stream
 
 from application.chat import CompleteChat, StreamChat
@@ -67,7 +69,11 @@ class OpenAIController(Controller):
 
     @post("/chat/completions", status_code=200)
     async def chat_completions(
-        self, data: OAChatRequest, stream_chat: StreamChat, complete_chat: CompleteChat, tenant_id: str
+        self,
+        data: JSONBody[OAChatRequest],
+        stream_chat: NamedDependency[StreamChat],
+        complete_chat: NamedDependency[CompleteChat],
+        tenant_id: NamedDependency[str],
     ) -> Any:
         chat = data.to_domain()
         created = int(time.time())

@@ -1,0 +1,136 @@
+"""The gRPC and REST edges over a real in-process server, with the ports swapped for fakes
+through the composition root (`build_backend` overrides): chunk encoding, the error table,
+rich status details, problem+json."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import httpx
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from lumina.v1 import chat_pb2 as pb
+from lumina.v1 import chat_pb2_grpc
+
+from api.bootstrap import Backend, build_backend
+from api.settings import load_settings
+from domain.chat import Finish, FinishReason, TextDelta, ToolCallDelta, Usage, UsageChunk
+from domain.cost import Price
+from domain.errors import RateLimited, UpstreamUnavailable
+from domain.registry import ModelRoute, ProviderKind, ProviderSpec
+from tests.unit.chat_fakes import FixedClock, ScriptedProvider, SequentialIds
+from tests.unit.fakes import FakeUnitOfWorkFactory
+
+SEED = (
+    [ProviderSpec("scripted", ProviderKind.OPENAI_COMPATIBLE, label="test")],
+    [ModelRoute("m", "scripted", "m-upstream", Price(1, 2), is_default=True)],
+)
+
+
+async def started(script: list) -> tuple[Backend, ScriptedProvider, FakeUnitOfWorkFactory]:
+    provider = ScriptedProvider("scripted", script)
+    uow = FakeUnitOfWorkFactory()
+    backend = build_backend(
+        load_settings({}, tenant_id="acme"), uow=uow, providers=[provider], seed=SEED,
+        clock=FixedClock(step=0.01), ids=SequentialIds(),
+    )
+    await backend.start(grpc_port=0, http_port=0)
+    return backend, provider, uow
+
+
+def req(**params: object) -> pb.StreamCompleteRequest:
+    params.setdefault("messages", [pb.ChatMessage(role=pb.ROLE_USER, content="hi")])
+    return pb.StreamCompleteRequest(parameters=pb.ChatParameters(**params))
+
+
+async def call_stream(backend: Backend, request: pb.StreamCompleteRequest) -> list[pb.StreamCompleteResponse]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{backend.grpc_port}") as channel:
+        return [c async for c in chat_pb2_grpc.ChatServiceStub(channel).StreamComplete(request)]
+
+
+@pytest.fixture
+async def cleanup() -> AsyncIterator[list[Backend]]:
+    backends: list[Backend] = []
+    yield backends
+    for b in backends:
+        await b.stop()
+
+
+async def test_every_chunk_kind_is_encoded_in_order(cleanup: list[Backend]) -> None:
+    backend, provider, uow = await started([
+        TextDelta("a"),
+        ToolCallDelta(index=0, id="c1", name="f", arguments_fragment="{}"),
+        UsageChunk(Usage(input_tokens=1_000_000, output_tokens=1_000_000)),
+        Finish(FinishReason.TOOL_CALLS),
+    ])
+    cleanup.append(backend)
+    chunks = await call_stream(backend, req())
+    assert [c.WhichOneof("chunk") for c in chunks] == ["text_delta", "tool_call_delta", "usage", "finish"]
+    assert chunks[1].tool_call_delta.name == "f"
+    assert chunks[2].usage.cost_micros == 3_000_000  # $1 + $2 per 1M tokens
+    assert chunks[3].finish.reason == pb.FINISH_REASON_TOOL_CALLS
+    assert chunks[3].finish.metadata.provider_label == "test"
+    assert provider.requests[0][0] == "m-upstream"
+    assert uow.db.unsent()[0].subject == "lumina.acme.chat.completed"
+
+
+async def test_rate_limit_before_first_byte_is_resource_exhausted_with_retry_info(cleanup: list[Backend]) -> None:
+    backend, _, _ = await started([RateLimited("slow down", provider="scripted", retry_after=2.5)])
+    cleanup.append(backend)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call_stream(backend, req())
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = rpc_status.from_call(info.value)
+    kinds = {d.type_url.rsplit("/", 1)[-1]: d for d in status.details}
+    retry = error_details_pb2.RetryInfo()
+    kinds["google.rpc.RetryInfo"].Unpack(retry)
+    assert retry.retry_delay.ToMilliseconds() == 2500
+    err = error_details_pb2.ErrorInfo()
+    kinds["google.rpc.ErrorInfo"].Unpack(err)
+    assert err.reason == "RATE_LIMITED"
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{backend.http_port}") as http:
+        r = await http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 429 and r.headers["retry-after"] == "3"
+    assert r.headers["content-type"].startswith("application/problem+json") and r.json()["code"] == "rate_limited"
+
+
+async def test_failure_after_content_is_a_final_error_chunk(cleanup: list[Backend]) -> None:
+    backend, _, uow = await started([TextDelta("partial"), UpstreamUnavailable("reset")])
+    cleanup.append(backend)
+    chunks = await call_stream(backend, req())
+    assert [c.WhichOneof("chunk") for c in chunks] == ["text_delta", "error"]
+    assert chunks[1].error.code == "upstream_unavailable" and chunks[1].error.retryable
+    assert uow.db.usage == {}
+
+
+async def test_unexpected_errors_are_a_generic_internal_status_without_internals(cleanup: list[Backend]) -> None:
+    backend, _, _ = await started([RuntimeError("secret internals sk-abcdefghijklmnop")])
+    cleanup.append(backend)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call_stream(backend, req())
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert "secret" not in (info.value.details() or "") and "sk-" not in (info.value.details() or "")
+
+
+async def test_unknown_role_is_invalid_argument_naming_the_field(cleanup: list[Backend]) -> None:
+    backend, _, _ = await started([Finish(FinishReason.STOP)])
+    cleanup.append(backend)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call_stream(backend, req(messages=[pb.ChatMessage(role=pb.ROLE_UNSPECIFIED, content="x")]))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    bad = error_details_pb2.BadRequest()
+    rpc_status.from_call(info.value).details[0].Unpack(bad)
+    assert bad.field_violations[0].field == "parameters.messages[0].role"
+
+
+async def test_busy_ports_fail_with_one_line_naming_them(cleanup: list[Backend]) -> None:
+    backend, _, _ = await started([Finish(FinishReason.STOP)])
+    cleanup.append(backend)
+    other = build_backend(load_settings({}), uow=FakeUnitOfWorkFactory(), providers=[], seed=SEED)
+    with pytest.raises(OSError, match=rf"HTTP port {backend.http_port} on 127.0.0.1 is busy"):
+        await other.start(grpc_port=0, http_port=backend.http_port)
+    with pytest.raises(OSError, match=rf"gRPC port {backend.grpc_port} on 127.0.0.1 is busy"):
+        await other.start(grpc_port=backend.grpc_port, http_port=0)
