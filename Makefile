@@ -18,7 +18,8 @@ install: $(STAMPS)/venv $(STAMPS)/npm $(STAMPS)/gen $(STAMPS)/system
 $(STAMPS)/venv: pyproject.toml uv.lock
 	@mkdir -p $(STAMPS)
 	@test -x $(PY) || python3 -m venv $(VENV)
-	@$(VENV)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	@test -x $(VENV)/bin/uv || { test -x $(VENV)/bin/pip || $(PY) -m ensurepip -q; \
+	  $(VENV)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION); }
 	$(VENV)/bin/uv sync --frozen --quiet
 	@touch $@
 

@@ -24,7 +24,6 @@ from pathlib import Path
 from adapters.embedded.nats import ensure_nats
 from adapters.embedded.postgres import start_embedded_postgres
 from adapters.embedded.process import EmbeddedServiceError, RunningService, port_is_free
-from adapters.postgres.migrate import upgrade
 from api.settings import Settings
 
 __all__ = ["StartupError", "up"]
@@ -111,9 +110,12 @@ def up(settings: Settings) -> int:
             services.append(nats)
             nats_url = nats.url
             _say(f"NATS JetStream: {nats_url} ({'started' if nats.started else 'already running'})")
-        _say("migrating the database ...")
-        upgrade(database_url)
         env.update(LUMINA_DATABASE_URL=database_url, LUMINA_NATS_URL=nats_url, LUMINA_DATA_DIR=str(data))
+        _say("migrating the database ...")
+        # in a child process, so the supervisor itself stays small (no SQLAlchemy/alembic loaded)
+        migrated = subprocess.run([sys.executable, "-m", "api.cli", "migrate"], env=env, capture_output=True, text=True)
+        if migrated.returncode != 0:
+            raise StartupError(f"migration failed: {_last(migrated.stderr or migrated.stdout)}")
 
         def spawn(name: str, argv: list[str]) -> Child:
             log_path = logs / f"{name}.log"
@@ -186,6 +188,11 @@ def _assert_alive(children: list[Child]) -> None:
     for c in children:
         if c.process.poll() is not None:
             raise StartupError(f"{c.name} exited with code {c.process.returncode}: {_tail(c.log)} (log: {c.log})")
+
+
+def _last(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[-1][-400:] if lines else "no output"
 
 
 def _tail(path: Path) -> str:

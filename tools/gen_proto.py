@@ -36,13 +36,16 @@ def main() -> int:
     inner.rmdir()
     for d in [server_out, *[p for p in server_out.rglob("*") if p.is_dir()]]:
         (d / "__init__.py").touch()
-    subprocess.run(
+    done = subprocess.run(
         [*protoc, f"--python_betterproto2_out={client_out}", "--python_betterproto2_opt=client_generation=async", *files],
-        check=True,
         cwd=PROTO,
         env=env,
-        stdout=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
     )
+    if done.returncode != 0:  # the plugin chats on stderr ("Writing ..."): show it only on failure
+        sys.stderr.write(done.stdout + done.stderr)
+        return done.returncode
     print(f"generated {len(files)} proto files into lumina/ and lumina_client/")
     return 0
 
