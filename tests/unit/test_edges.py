@@ -23,17 +23,20 @@ from domain.registry import ModelRoute, ProviderKind, ProviderSpec
 from tests.unit.chat_fakes import FixedClock, ScriptedProvider, SequentialIds
 from tests.unit.fakes import FakeUnitOfWorkFactory
 
-SEED = (
-    [ProviderSpec("scripted", ProviderKind.OPENAI_COMPATIBLE, label="test")],
-    [ModelRoute("m", "scripted", "m-upstream", Price(1, 2), is_default=True)],
-)
+def seed() -> tuple[list[ProviderSpec], list[ModelRoute]]:
+    # built per test: entities made before SQLAlchemy's imperative mapping starts (another test
+    # may start it) would lack its instrumentation
+    return (
+        [ProviderSpec("scripted", ProviderKind.OPENAI_COMPATIBLE, label="test")],
+        [ModelRoute("m", "scripted", "m-upstream", Price(1, 2), is_default=True)],
+    )
 
 
 async def started(script: list) -> tuple[Backend, ScriptedProvider, FakeUnitOfWorkFactory]:
     provider = ScriptedProvider("scripted", script)
     uow = FakeUnitOfWorkFactory()
     backend = build_backend(
-        load_settings({}, tenant_id="acme"), uow=uow, providers=[provider], seed=SEED,
+        load_settings({}, tenant_id="acme"), uow=uow, providers=[provider], seed=seed(),
         clock=FixedClock(step=0.01), ids=SequentialIds(),
     )
     await backend.start(grpc_port=0, http_port=0)
@@ -129,7 +132,7 @@ async def test_unknown_role_is_invalid_argument_naming_the_field(cleanup: list[B
 async def test_busy_ports_fail_with_one_line_naming_them(cleanup: list[Backend]) -> None:
     backend, _, _ = await started([Finish(FinishReason.STOP)])
     cleanup.append(backend)
-    other = build_backend(load_settings({}), uow=FakeUnitOfWorkFactory(), providers=[], seed=SEED)
+    other = build_backend(load_settings({}), uow=FakeUnitOfWorkFactory(), providers=[], seed=seed())
     with pytest.raises(OSError, match=rf"HTTP port {backend.http_port} on 127.0.0.1 is busy"):
         await other.start(grpc_port=0, http_port=backend.http_port)
     with pytest.raises(OSError, match=rf"gRPC port {backend.grpc_port} on 127.0.0.1 is busy"):
