@@ -13,6 +13,7 @@ from domain.chat import (
     ErrorChunk,
     Finish,
     FinishReason,
+    ReasoningDelta,
     ResponseMetadata,
     TextDelta,
     ToolCallDelta,
@@ -87,7 +88,7 @@ class StreamChat:
                             usage = reported
                         case Finish(reason=finish_reason):
                             reason = finish_reason
-                        case TextDelta() | ToolCallDelta():
+                        case TextDelta() | ReasoningDelta() | ToolCallDelta():
                             yield chunk
                         case ErrorChunk():
                             yield chunk

@@ -12,13 +12,25 @@ __all__ = [
     "ChatMessage",
     "ChatRequest",
     "Chunk",
+    "ContentPart",
+    "EmbeddingRequest",
+    "Embeddings",
     "ErrorChunk",
     "Finish",
     "FinishReason",
+    "ImagePart",
+    "ReasoningDelta",
+    "ResponseFormat",
+    "ResponseFormatKind",
     "ResponseMetadata",
     "Role",
     "TextDelta",
+    "TextPart",
+    "Tool",
+    "ToolCall",
     "ToolCallDelta",
+    "ToolChoice",
+    "ToolChoiceMode",
     "Usage",
     "UsageChunk",
 ]
@@ -42,11 +54,73 @@ class FinishReason(enum.StrEnum):
     ERROR = "error"
 
 
+class ImagePart(msgspec.Struct, frozen=True, tag="image"):
+    """An image given by URL (``https://...``) or inline as base64 ``data`` with its media type."""
+
+    url: str | None = None
+    data: str | None = None
+    media_type: str = "image/png"
+
+
+class TextPart(msgspec.Struct, frozen=True, tag="text"):
+    text: str
+
+
+ContentPart = TextPart | ImagePart
+
+
+class ToolCall(msgspec.Struct, frozen=True):
+    """A complete tool call the assistant made; ``arguments`` is a JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+class Tool(msgspec.Struct, frozen=True):
+    """A function the model may call; ``parameters`` is a JSON Schema object."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, object] = msgspec.field(default_factory=dict)
+
+
+class ToolChoiceMode(enum.StrEnum):
+    AUTO = "auto"
+    NONE = "none"
+    REQUIRED = "required"
+
+
+class ToolChoice(msgspec.Struct, frozen=True):
+    """``mode`` auto/none/required, or ``name`` to force one tool."""
+
+    mode: ToolChoiceMode = ToolChoiceMode.AUTO
+    name: str | None = None
+
+
+class ResponseFormatKind(enum.StrEnum):
+    TEXT = "text"
+    JSON_OBJECT = "json_object"
+    JSON_SCHEMA = "json_schema"
+
+
+class ResponseFormat(msgspec.Struct, frozen=True):
+    kind: ResponseFormatKind = ResponseFormatKind.TEXT
+    schema: dict[str, object] | None = None
+    name: str = "response"
+    strict: bool = False
+
+
 class ChatMessage(msgspec.Struct, frozen=True):
+    """One message. ``content`` is text; ``parts`` adds images (and more text) for user messages;
+    assistant messages may carry ``tool_calls``; tool messages answer ``tool_call_id``."""
+
     role: Role
     content: str
     name: str | None = None
     tool_call_id: str | None = None
+    parts: tuple[ContentPart, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class ChatRequest(msgspec.Struct, frozen=True):
@@ -57,6 +131,15 @@ class ChatRequest(msgspec.Struct, frozen=True):
     temperature: float | None = None
     max_tokens: int | None = None
     conversation_id: str | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    # a per-request hint: serve with this provider when it offers the model
+    provider: str | None = None
 
     def __post_init__(self) -> None:
         problems: list[FieldViolation] = []
@@ -67,14 +150,36 @@ class ChatRequest(msgspec.Struct, frozen=True):
         for i, m in enumerate(self.messages):
             if m.role is Role.TOOL and not m.tool_call_id:
                 problems.append(FieldViolation(f"messages[{i}].tool_call_id", "required for tool messages"))
-            if not m.content and m.role is not Role.ASSISTANT:
+            if not m.content and not m.parts and m.role is not Role.ASSISTANT:
                 problems.append(FieldViolation(f"messages[{i}].content", "must not be empty"))
+            if m.tool_calls and m.role is not Role.ASSISTANT:
+                problems.append(FieldViolation(f"messages[{i}].tool_calls", "only assistant messages carry tool calls"))
+            for j, part in enumerate(m.parts):
+                if isinstance(part, ImagePart) and not (part.url or part.data):
+                    problems.append(FieldViolation(f"messages[{i}].parts[{j}]", "an image needs a url or data"))
         if self.temperature is not None and not (0.0 <= self.temperature <= 2.0):
             problems.append(FieldViolation("temperature", "must be between 0 and 2"))
         if self.max_tokens is not None and not (1 <= self.max_tokens <= MAX_TOKENS_LIMIT):
             problems.append(FieldViolation("max_tokens", f"must be between 1 and {MAX_TOKENS_LIMIT}"))
         if len(self.model) > 256:
             problems.append(FieldViolation("model", "at most 256 characters"))
+        if self.top_p is not None and not (0.0 < self.top_p <= 1.0):
+            problems.append(FieldViolation("top_p", "must be greater than 0 and at most 1"))
+        if len(self.stop) > 4:
+            problems.append(FieldViolation("stop", "at most 4 stop sequences"))
+        names = [t.name for t in self.tools]
+        for i, tool in enumerate(self.tools):
+            if not tool.name or len(tool.name) > 64 or not all(c.isalnum() or c in "_-" for c in tool.name):
+                problems.append(FieldViolation(f"tools[{i}].name", "1-64 letters, digits, '_' or '-'"))
+        if len(set(names)) != len(names):
+            problems.append(FieldViolation("tools", "tool names must be unique"))
+        if self.tool_choice is not None and self.tool_choice.name is not None and self.tool_choice.name not in names:
+            problems.append(FieldViolation("tool_choice.name", "names no tool of this request"))
+        if self.tool_choice is not None and self.tool_choice.mode is ToolChoiceMode.REQUIRED and not self.tools:
+            problems.append(FieldViolation("tool_choice", "'required' needs at least one tool"))
+        fmt = self.response_format
+        if fmt is not None and fmt.kind is ResponseFormatKind.JSON_SCHEMA and not fmt.schema:
+            problems.append(FieldViolation("response_format.schema", "required for json_schema output"))
         if problems:
             raise InvalidRequest(problems)
 
@@ -106,6 +211,13 @@ class TextDelta(msgspec.Struct, frozen=True, tag="text"):
     text: str
 
 
+class ReasoningDelta(msgspec.Struct, frozen=True, tag="reasoning"):
+    """A fragment of the model's visible reasoning (e.g. DeepSeek ``reasoning_content``,
+    Anthropic thinking, Gemini thoughts)."""
+
+    text: str
+
+
 class ToolCallDelta(msgspec.Struct, frozen=True, tag="tool_call"):
     index: int
     id: str | None = None
@@ -129,4 +241,26 @@ class ErrorChunk(msgspec.Struct, frozen=True, tag="error"):
     retryable: bool = False
 
 
-Chunk = TextDelta | ToolCallDelta | UsageChunk | Finish | ErrorChunk
+Chunk = TextDelta | ReasoningDelta | ToolCallDelta | UsageChunk | Finish | ErrorChunk
+
+
+# --- embeddings ----------------------------------------------------------------------------
+
+
+class EmbeddingRequest(msgspec.Struct, frozen=True):
+    inputs: tuple[str, ...]
+    model: str = ""
+    dimensions: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise InvalidRequest.single("input", "at least one input is required")
+        if len(self.inputs) > 2048:
+            raise InvalidRequest.single("input", "at most 2048 inputs per request")
+        if self.dimensions is not None and self.dimensions < 1:
+            raise InvalidRequest.single("dimensions", "must be positive")
+
+
+class Embeddings(msgspec.Struct, frozen=True):
+    vectors: tuple[tuple[float, ...], ...]
+    input_tokens: int = 0

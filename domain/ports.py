@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Protocol
 
-from domain.chat import ChatRequest, Chunk
+from domain.chat import ChatRequest, Chunk, EmbeddingRequest, Embeddings
 
 __all__ = ["Clock", "IdGenerator", "ProviderClient"]
 
@@ -38,5 +38,9 @@ class ProviderClient(Protocol):
     name: str
 
     def stream(self, upstream_model: str, request: ChatRequest) -> AsyncIterator[Chunk]: ...
+
+    async def embed(self, upstream_model: str, request: EmbeddingRequest) -> Embeddings:
+        """Embed ``request.inputs``; providers without embeddings raise UpstreamInvalidRequest."""
+        ...
 
     async def aclose(self) -> None: ...
