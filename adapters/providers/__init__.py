@@ -1,5 +1,5 @@
 """Provider adapters: ``domain.ports.ProviderClient`` implementations over vendor SDKs."""
 
-from adapters.providers.openai import OpenAIProvider
+from adapters.providers.openai import PROVIDER_KINDS, OpenAIProvider, openai_compatible
 
-__all__ = ["OpenAIProvider"]
+__all__ = ["PROVIDER_KINDS", "OpenAIProvider", "openai_compatible"]

@@ -1,5 +1,8 @@
-"""``ProviderClient`` for OpenAI and OpenAI-compatible servers (vLLM, Ollama, llama.cpp, the
-simulator), through the official ``openai`` SDK."""
+"""``ProviderClient`` for OpenAI and OpenAI-compatible servers (DeepSeek, xAI Grok, vLLM, Ollama,
+llama.cpp, the simulator), through the official ``openai`` SDK.
+
+``openai_compatible(kind, name, ...)`` builds one with the vendor's default base URL.
+"""
 
 from __future__ import annotations
 
@@ -15,19 +18,51 @@ from domain.chat import (
     ChatMessage,
     ChatRequest,
     Chunk,
+    EmbeddingRequest,
+    Embeddings,
     Finish,
     FinishReason,
+    ImagePart,
+    ReasoningDelta,
+    ResponseFormat,
+    ResponseFormatKind,
     Role,
     TextDelta,
+    TextPart,
+    Tool,
     ToolCallDelta,
+    ToolChoice,
     Usage,
     UsageChunk,
 )
 from domain.errors import UpstreamUnavailable
 
-__all__ = ["OPENAI_BASE_URL", "OpenAIProvider", "to_openai_messages", "to_usage"]
+__all__ = [
+    "DEEPSEEK_BASE_URL",
+    "OPENAI_BASE_URL",
+    "PROVIDER_KINDS",
+    "XAI_BASE_URL",
+    "OpenAIProvider",
+    "openai_compatible",
+    "to_openai_messages",
+    "to_openai_params",
+    "to_usage",
+]
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEEPSEEK_BASE_URL = "https://api.deepseek.com"
+XAI_BASE_URL = "https://api.x.ai/v1"
+LOCAL_PLACEHOLDER_KEY = "sk-no-key-required"  # the SDK insists on a key; local servers ignore it
+
+PROVIDER_KINDS: dict[str, str | None] = {
+    "openai": OPENAI_BASE_URL,
+    "deepseek": DEEPSEEK_BASE_URL,
+    "xai": XAI_BASE_URL,
+    "local": None,  # vLLM, Ollama, llama.cpp: the base URL is the deployment's
+}
+"""Kinds served by ``OpenAIProvider`` -> their default base URL."""
+
+MaxTokensParam = Literal["max_tokens", "max_completion_tokens"]
 
 _FINISH = {
     "stop": FinishReason.STOP,
@@ -36,18 +71,100 @@ _FINISH = {
     "function_call": FinishReason.TOOL_CALLS,
     "content_filter": FinishReason.CONTENT_FILTER,
 }
+# where OpenAI-compatible servers put visible reasoning in a delta: DeepSeek (and vLLM's
+# deepseek parser) say ``reasoning_content``, newer vLLM and Ollama say ``reasoning``
+_REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+
+def _image_url(part: ImagePart) -> str:
+    if part.url:
+        return part.url
+    return f"data:{part.media_type};base64,{part.data}"
+
+
+def _content(m: ChatMessage) -> str | list[dict[str, Any]]:
+    if not m.parts:
+        return m.content
+    items: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+    for part in m.parts:
+        match part:
+            case TextPart(text=text):
+                items.append({"type": "text", "text": text})
+            case ImagePart():
+                items.append({"type": "image_url", "image_url": {"url": _image_url(part)}})
+    return items
 
 
 def to_openai_messages(messages: tuple[ChatMessage, ...]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for m in messages:
-        item: dict[str, Any] = {"role": m.role.value, "content": m.content}
+        item: dict[str, Any] = {"role": m.role.value, "content": _content(m)}
         if m.role is Role.TOOL:
             item["tool_call_id"] = m.tool_call_id
         elif m.name:
             item["name"] = m.name
+        if m.tool_calls:
+            item["content"] = item["content"] or None
+            item["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in m.tool_calls
+            ]
         out.append(item)
     return out
+
+
+def _tool(tool: Tool) -> dict[str, Any]:
+    fn: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters or {"type": "object", "properties": {}}}
+    if tool.description:
+        fn["description"] = tool.description
+    return {"type": "function", "function": fn}
+
+
+def _tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
+    if choice.name is not None:
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice.mode.value
+
+
+def _response_format(fmt: ResponseFormat) -> dict[str, Any]:
+    if fmt.kind is ResponseFormatKind.JSON_SCHEMA:
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": fmt.name, "schema": fmt.schema or {}, "strict": fmt.strict},
+        }
+    return {"type": fmt.kind.value}
+
+
+def to_openai_params(
+    upstream_model: str, request: ChatRequest, *, max_tokens_param: MaxTokensParam = "max_tokens"
+) -> dict[str, Any]:
+    """The ``chat.completions.create`` keywords of a streamed request."""
+    params: dict[str, Any] = {
+        "model": upstream_model,
+        "messages": to_openai_messages(request.messages),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if request.temperature is not None:
+        params["temperature"] = request.temperature
+    if request.top_p is not None:
+        params["top_p"] = request.top_p
+    if request.max_tokens is not None:
+        params[max_tokens_param] = request.max_tokens
+    if request.stop:
+        params["stop"] = list(request.stop)
+    if request.seed is not None:
+        params["seed"] = request.seed
+    if request.tools:
+        params["tools"] = [_tool(t) for t in request.tools]
+        if request.parallel_tool_calls is not None:  # rejected by the API without tools
+            params["parallel_tool_calls"] = request.parallel_tool_calls
+    if request.tool_choice is not None:
+        params["tool_choice"] = _tool_choice(request.tool_choice)
+    fmt = request.response_format
+    if fmt is not None and fmt.kind is not ResponseFormatKind.TEXT:
+        params["response_format"] = _response_format(fmt)
+    return params
 
 
 def to_usage(usage: CompletionUsage) -> Usage:
@@ -59,6 +176,17 @@ def to_usage(usage: CompletionUsage) -> Usage:
         cached_input_tokens=(prompt_details.cached_tokens or 0) if prompt_details else 0,
         reasoning_tokens=(completion_details.reasoning_tokens or 0) if completion_details else 0,
     )
+
+
+def _reasoning(delta: object) -> str:
+    extra = getattr(delta, "model_extra", None) or {}
+    for field in _REASONING_FIELDS:
+        value = extra.get(field, None) if isinstance(extra, dict) else None
+        if value is None:
+            value = getattr(delta, field, None)
+        if isinstance(value, str) and value:
+            return value
+    return ""
 
 
 class OpenAIProvider:
@@ -78,11 +206,13 @@ class OpenAIProvider:
         base_url: str | None = None,
         timeout: float = 60.0,
         default_headers: Mapping[str, str] | None = None,
-        max_tokens_param: Literal["max_tokens", "max_completion_tokens"] | None = None,
+        max_tokens_param: MaxTokensParam | None = None,
     ) -> None:
         self.name = name
         self._api_key = api_key
-        self._max_tokens_param = max_tokens_param or ("max_completion_tokens" if base_url is None else "max_tokens")
+        self._max_tokens_param: MaxTokensParam = max_tokens_param or (
+            "max_completion_tokens" if base_url is None else "max_tokens"
+        )
         self._client = openai.AsyncOpenAI(
             api_key=api_key,
             base_url=base_url or OPENAI_BASE_URL,
@@ -97,27 +227,17 @@ class OpenAIProvider:
     async def aclose(self) -> None:
         await self._client.close()
 
-    def _params(self, upstream_model: str, request: ChatRequest) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "model": upstream_model,
-            "messages": to_openai_messages(request.messages),
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        if request.temperature is not None:
-            params["temperature"] = request.temperature
-        if request.max_tokens is not None:
-            params[self._max_tokens_param] = request.max_tokens
-        return params
+    def _error(self, exc: openai.OpenAIError) -> Exception:
+        return translate_openai_error(exc, provider=self.name, secret=self._api_key)
 
     async def stream(self, upstream_model: str, request: ChatRequest) -> AsyncIterator[Chunk]:
-        """Text and tool-call deltas as they come, then at most one ``UsageChunk`` and exactly one
-        ``Finish``. ``aclose()`` on the iterator closes the upstream response."""
-        params = self._params(upstream_model, request)
+        """Reasoning, text and tool-call deltas as they come, then at most one ``UsageChunk`` and
+        exactly one ``Finish``. ``aclose()`` on the iterator closes the upstream response."""
+        params = to_openai_params(upstream_model, request, max_tokens_param=self._max_tokens_param)
         try:
             upstream = await self._client.chat.completions.create(**params)
         except openai.OpenAIError as exc:
-            raise translate_openai_error(exc, provider=self.name, secret=self._api_key) from exc
+            raise self._error(exc) from exc
         finish: FinishReason | None = None
         usage: Usage | None = None
         async with upstream:  # closes the HTTP response however this generator ends
@@ -127,14 +247,19 @@ class OpenAIProvider:
                 except StopAsyncIteration:
                     break
                 except openai.OpenAIError as exc:
-                    raise translate_openai_error(exc, provider=self.name, secret=self._api_key) from exc
+                    raise self._error(exc) from exc
+                except ValueError as exc:  # a data line that is not JSON
+                    raise UpstreamUnavailable("malformed stream chunk", provider=self.name) from exc
                 if chunk.usage is not None:
                     usage = to_usage(chunk.usage)
-                for choice in chunk.choices:
+                for choice in chunk.choices or ():
                     if choice.index != 0:
                         continue
                     delta = choice.delta
                     if delta is not None:
+                        reasoning = _reasoning(delta)
+                        if reasoning:
+                            yield ReasoningDelta(text=reasoning)
                         if delta.content:
                             yield TextDelta(text=delta.content)
                         if delta.refusal:
@@ -143,8 +268,8 @@ class OpenAIProvider:
                             fn = call.function
                             yield ToolCallDelta(
                                 index=call.index,
-                                id=call.id,
-                                name=fn.name if fn is not None else None,
+                                id=call.id or None,
+                                name=(fn.name or None) if fn is not None else None,
                                 arguments_fragment=(fn.arguments or "") if fn is not None else "",
                             )
                     if choice.finish_reason:
@@ -154,3 +279,58 @@ class OpenAIProvider:
         if usage is not None:
             yield UsageChunk(usage=usage)
         yield Finish(reason=finish)
+
+    async def embed(self, upstream_model: str, request: EmbeddingRequest) -> Embeddings:
+        params: dict[str, Any] = {"model": upstream_model, "input": list(request.inputs), "encoding_format": "float"}
+        if request.dimensions is not None:
+            params["dimensions"] = request.dimensions
+        try:
+            result = await self._client.embeddings.create(**params)
+        except openai.OpenAIError as exc:
+            raise self._error(exc) from exc
+        except ValueError as exc:
+            raise UpstreamUnavailable("malformed embeddings response", provider=self.name) from exc
+        rows = sorted(result.data, key=lambda d: d.index)
+        if len(rows) != len(request.inputs):
+            raise UpstreamUnavailable(
+                f"expected {len(request.inputs)} embeddings, got {len(rows)}", provider=self.name
+            )
+        usage = result.usage
+        return Embeddings(
+            vectors=tuple(tuple(float(x) for x in row.embedding) for row in rows),
+            input_tokens=(usage.prompt_tokens or 0) if usage is not None else 0,
+        )
+
+
+def openai_compatible(
+    kind: str,
+    name: str,
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    timeout: float = 60.0,
+    default_headers: Mapping[str, str] | None = None,
+    max_tokens_param: MaxTokensParam | None = None,
+) -> OpenAIProvider:
+    """An ``OpenAIProvider`` for ``kind`` (a key of ``PROVIDER_KINDS``): ``base_url`` defaults to
+    the vendor's; ``local`` servers need ``base_url`` and take a placeholder key when none is set.
+    Raises ``ValueError`` for an unknown kind or missing settings."""
+    if kind not in PROVIDER_KINDS:
+        raise ValueError(f"unknown OpenAI-compatible provider kind {kind!r}; expected one of {sorted(PROVIDER_KINDS)}")
+    url = base_url or PROVIDER_KINDS[kind]
+    if url is None:
+        raise ValueError(f"provider {name!r} of kind {kind!r} needs a base_url")
+    if not api_key:
+        if kind != "local":
+            raise ValueError(f"provider {name!r} of kind {kind!r} needs an API key")
+        api_key = LOCAL_PLACEHOLDER_KEY
+    if max_tokens_param is None:
+        max_tokens_param = "max_completion_tokens" if kind == "openai" else "max_tokens"
+    return OpenAIProvider(
+        name,
+        api_key=api_key,
+        base_url=url,
+        timeout=timeout,
+        default_headers=default_headers,
+        max_tokens_param=max_tokens_param,
+    )

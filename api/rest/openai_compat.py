@@ -1,33 +1,189 @@
-"""``POST /v1/chat/completions`` in the OpenAI wire format, so unmodified OpenAI SDKs work against
-Lumina by changing only their base URL. Streaming uses OpenAI's SSE framing."""
+"""The OpenAI-compatible edge, so unmodified OpenAI SDKs work against Lumina by changing only their
+base URL: ``POST /v1/chat/completions`` (tools, tool_choice, response_format, images, top_p, stop,
+seed; streamed in OpenAI's SSE framing, reasoning as ``reasoning_content`` deltas like DeepSeek),
+``GET /v1/models`` (the catalog) and ``POST /v1/embeddings``.
+
+Errors stay ``application/problem+json`` (api/rest/problems.py); OpenAI SDKs still raise their
+status-specific ``APIStatusError`` subclasses for them, with the problem's detail in the message.
+"""
 
 from __future__ import annotations
 
+import base64
+import re
+import struct
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import msgspec
-from litestar import Controller, post
+from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from litestar.response import Stream
 
+from api.rest.problems import EXCEPTION_HANDLERS
 from application.chat import CompleteChat, StreamChat
-from domain.chat import ChatMessage, ChatRequest, ErrorChunk, Finish, FinishReason, Role, TextDelta, ToolCallDelta, UsageChunk
+from application.embeddings import EmbedTexts
+from domain.chat import (
+    ChatMessage,
+    ChatRequest,
+    ContentPart,
+    EmbeddingRequest,
+    ErrorChunk,
+    Finish,
+    FinishReason,
+    ImagePart,
+    ReasoningDelta,
+    ResponseFormat,
+    ResponseFormatKind,
+    Role,
+    TextDelta,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolChoiceMode,
+    Usage,
+    UsageChunk,
+)
+from domain.errors import InvalidRequest, Unavailable
+from domain.registry import ModelRoute
 
-__all__ = ["OpenAIController"]
+__all__ = ["ModelListing", "OAChatRequest", "OAEmbeddingRequest", "OpenAIController"]
+
+_DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+);base64,(?P<data>.+)$", re.DOTALL)
+
+
+@runtime_checkable
+class ModelListing(Protocol):
+    async def models(self) -> Sequence[ModelRoute]: ...
+
+
+# --- request bodies --------------------------------------------------------------------------
+
+
+class OAImageURL(msgspec.Struct, forbid_unknown_fields=False):
+    url: str
+    detail: str | None = None
+
+
+class OAContentPart(msgspec.Struct, forbid_unknown_fields=False):
+    type: str
+    text: str | None = None
+    image_url: OAImageURL | None = None
+
+
+class OAFunctionCall(msgspec.Struct, forbid_unknown_fields=False):
+    name: str
+    arguments: str = ""
+
+
+class OAToolCall(msgspec.Struct, forbid_unknown_fields=False):
+    id: str
+    function: OAFunctionCall
+    type: str = "function"
 
 
 class OAMessage(msgspec.Struct, forbid_unknown_fields=False):
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | None = None
+    content: str | list[OAContentPart] | None = None
     name: str | None = None
     tool_call_id: str | None = None
+    tool_calls: list[OAToolCall] | None = None
 
 
-class StreamOptions(msgspec.Struct):
+class OAFunction(msgspec.Struct, forbid_unknown_fields=False):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class OATool(msgspec.Struct, forbid_unknown_fields=False):
+    function: OAFunction
+    type: str = "function"
+
+
+class OANamedFunction(msgspec.Struct, forbid_unknown_fields=False):
+    name: str
+
+
+class OANamedToolChoice(msgspec.Struct, forbid_unknown_fields=False):
+    function: OANamedFunction
+    type: str = "function"
+
+
+class OAJsonSchema(msgspec.Struct, forbid_unknown_fields=False):
+    name: str = "response"
+    schema: dict[str, Any] | None = None
+    strict: bool | None = None
+    description: str | None = None
+
+
+class OAResponseFormat(msgspec.Struct, forbid_unknown_fields=False):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: OAJsonSchema | None = None
+
+
+class StreamOptions(msgspec.Struct, forbid_unknown_fields=False):
     include_usage: bool = False
+
+
+def _part(p: OAContentPart, field: str) -> ContentPart:
+    if p.type == "text":
+        return TextPart(p.text or "")
+    if p.type == "image_url" and p.image_url is not None:
+        found = _DATA_URL.match(p.image_url.url)
+        if found:
+            return ImagePart(data=found["data"], media_type=found["type"])
+        return ImagePart(url=p.image_url.url)
+    raise InvalidRequest.single(field, f"unsupported content part type {p.type!r}")
+
+
+def _message(m: OAMessage, i: int) -> ChatMessage:
+    content, parts = "", ()
+    if isinstance(m.content, str):
+        content = m.content
+    elif m.content:
+        converted = tuple(_part(p, f"messages[{i}].content[{j}]") for j, p in enumerate(m.content))
+        if any(isinstance(p, ImagePart) for p in converted):
+            parts = converted
+        else:
+            content = "\n".join(p.text for p in converted if isinstance(p, TextPart))
+    return ChatMessage(
+        role=Role.SYSTEM if m.role == "developer" else Role(m.role),
+        content=content,
+        name=m.name,
+        tool_call_id=m.tool_call_id,
+        parts=parts,
+        tool_calls=tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ()),
+    )
+
+
+def _tool_choice(choice: str | OANamedToolChoice | None) -> ToolChoice | None:
+    if choice is None:
+        return None
+    if isinstance(choice, OANamedToolChoice):
+        return ToolChoice(name=choice.function.name)
+    try:
+        return ToolChoice(mode=ToolChoiceMode(choice))
+    except ValueError:
+        raise InvalidRequest.single("tool_choice", "auto, none, required or a named function") from None
+
+
+def _response_format(fmt: OAResponseFormat | None) -> ResponseFormat | None:
+    if fmt is None:
+        return None
+    spec = fmt.json_schema
+    if fmt.type == "json_schema":
+        if spec is None:
+            raise InvalidRequest.single("response_format.json_schema", "required for json_schema output")
+        return ResponseFormat(
+            kind=ResponseFormatKind.JSON_SCHEMA, schema=spec.schema, name=spec.name, strict=bool(spec.strict)
+        )
+    return ResponseFormat(kind=ResponseFormatKind(fmt.type))
 
 
 class OAChatRequest(msgspec.Struct, forbid_unknown_fields=False):
@@ -35,27 +191,51 @@ class OAChatRequest(msgspec.Struct, forbid_unknown_fields=False):
     model: str = ""
     stream: bool = False
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    top_p: float | None = None
     max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
     max_completion_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    tools: list[OATool] | None = None
+    tool_choice: str | OANamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: OAResponseFormat | None = None
     stream_options: StreamOptions | None = None
     user: str | None = None
 
     def to_domain(self) -> ChatRequest:
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         return ChatRequest(
-            messages=tuple(
-                ChatMessage(
-                    role=Role.SYSTEM if m.role == "developer" else Role(m.role),
-                    content=m.content or "",
-                    name=m.name,
-                    tool_call_id=m.tool_call_id,
-                )
-                for m in self.messages
-            ),
+            messages=tuple(_message(m, i) for i, m in enumerate(self.messages)),
             model=self.model,
             temperature=self.temperature,
             max_tokens=self.max_completion_tokens or self.max_tokens,
+            top_p=self.top_p,
+            stop=stop,
+            seed=self.seed,
+            tools=tuple(
+                Tool(t.function.name, t.function.description or "", t.function.parameters or {})
+                for t in self.tools or ()
+            ),
+            tool_choice=_tool_choice(self.tool_choice),
+            parallel_tool_calls=self.parallel_tool_calls,
+            response_format=_response_format(self.response_format),
         )
 
+
+class OAEmbeddingRequest(msgspec.Struct, forbid_unknown_fields=False):
+    input: str | list[str]
+    model: str = ""
+    dimensions: int | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = None
+
+    def to_domain(self) -> EmbeddingRequest:
+        inputs = (self.input,) if isinstance(self.input, str) else tuple(self.input)
+        return EmbeddingRequest(inputs=inputs, model=self.model, dimensions=self.dimensions)
+
+
+# --- responses -------------------------------------------------------------------------------
 
 _encoder = msgspec.json.Encoder()
 
@@ -64,10 +244,42 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + _encoder.encode(payload) + b"\n\n"
 
 
+def _usage(u: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+    }
+
+
+def _vector(values: tuple[float, ...], encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+    return list(values)
+
+
+def _with_message(handler: Callable[[Request[Any, Any, Any], Any], Response[Any]]) -> Callable[..., Response[Any]]:
+    """The problem+json of ``handler`` plus a ``message`` member: OpenAI SDKs put a body's
+    ``message`` (and only that) into their exception's text, and its ``code`` into ``.code``."""
+
+    def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        response = handler(request, exc)
+        if isinstance(response.content, dict) and "message" not in response.content:
+            response.content = {**response.content, "message": response.content.get("detail", "")}
+        return response
+
+    return handle
+
+
 class OpenAIController(Controller):
     path = "/v1"
+    exception_handlers = {kind: _with_message(handler) for kind, handler in EXCEPTION_HANDLERS.items()}
 
-    @post("/chat/completions", status_code=200)
+    # the handler's media type is the stream's (a ``Stream`` takes it over its own); JSON answers
+    # are ``Response``s with theirs
+    @post("/chat/completions", status_code=200, media_type="text/event-stream")
     async def chat_completions(
         self,
         data: JSONBody[OAChatRequest],
@@ -80,49 +292,84 @@ class OpenAIController(Controller):
         if not data.stream:
             answer = await complete_chat(tenant_id, chat)
             meta = answer.finish.metadata
-            return {
+            message: dict[str, Any] = {"role": "assistant", "content": answer.text or None, "refusal": None}
+            if answer.tool_calls:
+                message["tool_calls"] = [
+                    {"id": c.id or f"call_{c.index}", "type": "function",
+                     "function": {"name": c.name or "", "arguments": c.arguments_fragment}}
+                    for c in answer.tool_calls
+                ]
+            elif message["content"] is None:
+                message["content"] = ""
+            if answer.reasoning:
+                message["reasoning_content"] = answer.reasoning
+            return Response({
                 "id": f"chatcmpl-{meta.request_id if meta else ''}",
                 "object": "chat.completion",
                 "created": created,
                 "model": meta.model if meta else data.model,
-                "choices": [{
-                    "index": 0,
-                    "message": {"role": "assistant", "content": answer.text},
-                    "finish_reason": answer.finish.reason.value,
-                }],
-                "usage": {
-                    "prompt_tokens": answer.usage.input_tokens,
-                    "completion_tokens": answer.usage.output_tokens,
-                    "total_tokens": answer.usage.total_tokens,
-                },
+                "choices": [{"index": 0, "message": message, "finish_reason": answer.finish.reason.value, "logprobs": None}],
+                "usage": _usage(answer.usage),
                 "lumina": {"provider": meta.provider if meta else "", "cost_micros": answer.cost_micros},
-            }
+            }, media_type=MediaType.JSON)
         chunks = await stream_chat(tenant_id, chat)
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
-        return Stream(_render(chunks, created, data.model, include_usage), media_type="text/event-stream",
-                      headers={"cache-control": "no-cache"})
+        return Stream(_render(chunks, created, data.model, include_usage), headers={"cache-control": "no-cache"})
+
+    @get("/models")
+    async def list_models(self, catalog: NamedDependency[ModelListing | None]) -> dict[str, Any]:
+        if catalog is None:
+            raise Unavailable("model listing is not configured on this server")
+        routes = await catalog.models()
+        return {
+            "object": "list",
+            "data": [{"id": r.name, "object": "model", "created": 0, "owned_by": r.provider} for r in routes],
+        }
+
+    @post("/embeddings", status_code=200)
+    async def embeddings(
+        self, data: JSONBody[OAEmbeddingRequest], embed_texts: NamedDependency[EmbedTexts | None]
+    ) -> dict[str, Any]:
+        if embed_texts is None:
+            raise Unavailable("embeddings are not configured on this server")
+        result = await embed_texts(data.to_domain())
+        return {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": _vector(v, data.encoding_format)}
+                for i, v in enumerate(result.vectors)
+            ],
+            "model": data.model,
+            "usage": {"prompt_tokens": result.input_tokens, "total_tokens": result.input_tokens},
+        }
 
 
 async def _render(chunks: AsyncIterator[Any], created: int, model: str, include_usage: bool) -> AsyncIterator[bytes]:
     base = {"id": "chatcmpl-pending", "object": "chat.completion.chunk", "created": created, "model": model}
     usage: UsageChunk | None = None
     first = True
+
+    def delta_event(delta: dict[str, Any]) -> bytes:
+        nonlocal first
+        if first:
+            delta = {"role": "assistant", **delta}
+            first = False
+        return _sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+
     try:
         async for chunk in chunks:
             match chunk:
                 case TextDelta(text=text):
-                    delta: dict[str, Any] = {"content": text}
-                    if first:
-                        delta["role"] = "assistant"
-                        first = False
-                    yield _sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+                    yield delta_event({"content": text})
+                case ReasoningDelta(text=text):
+                    yield delta_event({"reasoning_content": text})
                 case ToolCallDelta(index=i, id=call_id, name=name, arguments_fragment=frag):
                     call: dict[str, Any] = {"index": i, "function": {"arguments": frag}}
                     if call_id:
                         call["id"], call["type"] = call_id, "function"
                     if name:
                         call["function"]["name"] = name
-                    yield _sse({**base, "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]})
+                    yield delta_event({"tool_calls": [call]})
                 case UsageChunk():
                     usage = chunk
                 case Finish(reason=reason, metadata=meta):
@@ -130,14 +377,10 @@ async def _render(chunks: AsyncIterator[Any], created: int, model: str, include_
                         base = {**base, "id": f"chatcmpl-{meta.request_id}", "model": meta.model}
                     yield _sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": reason.value}]})
                     if include_usage and usage is not None:
-                        u = usage.usage
-                        yield _sse({**base, "choices": [], "usage": {
-                            "prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
-                            "total_tokens": u.total_tokens}})
+                        yield _sse({**base, "choices": [], "usage": _usage(usage.usage)})
                 case ErrorChunk(code=code, message=message):
                     yield _sse({"error": {"message": message, "type": code, "code": code}})
                     yield _sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": FinishReason.ERROR.value}]})
         yield b"data: [DONE]\n\n"
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
-

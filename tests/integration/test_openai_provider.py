@@ -3,23 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 
+import msgspec
 import openai
 import pytest
 import pytest_asyncio
 
-from adapters.providers import OpenAIProvider
+from adapters.providers import OpenAIProvider, openai_compatible
 from domain.chat import (
     ChatMessage,
     ChatRequest,
+    EmbeddingRequest,
     Finish,
     FinishReason,
+    ImagePart,
+    ReasoningDelta,
+    ResponseFormat,
+    ResponseFormatKind,
     Role,
     TextDelta,
+    Tool,
+    ToolCall,
     ToolCallDelta,
+    ToolChoice,
+    ToolChoiceMode,
     Usage,
     UsageChunk,
 )
@@ -245,3 +257,222 @@ async def test_async_running_simulator_serves_on_the_callers_loop() -> None:
             await p.aclose()
     assert sum(isinstance(c, TextDelta) for c in chunks) == 3
     assert chunks[-2].usage.output_tokens == 3
+
+
+# --- the whole ChatRequest: tools, JSON output, images, reasoning, embeddings, transport faults ---
+
+WEATHER = Tool(
+    "get_weather",
+    "Weather for a city",
+    {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]},
+)
+CLOCK = Tool("get_time", "Time in a city", {"type": "object", "properties": {"city": {"type": "string"}}})
+
+
+def calls_of(chunks: list) -> dict[int, ToolCall]:
+    """Tool-call deltas assembled by index."""
+    acc: dict[int, list] = {}
+    for c in chunks:
+        if isinstance(c, ToolCallDelta):
+            slot = acc.setdefault(c.index, [None, None, ""])
+            slot[0] = slot[0] or c.id
+            slot[1] = slot[1] or c.name
+            slot[2] += c.arguments_fragment
+    return {i: ToolCall(id=v[0], name=v[1], arguments=v[2]) for i, v in acc.items()}
+
+
+async def test_tool_round_trip_with_a_second_turn(make_provider) -> None:
+    p = make_provider({"x-sim-tool-call": "get_weather", "x-sim-chunks": "4"})
+    ask = ChatMessage(Role.USER, "weather in Paris?")
+    first = await collect(p, ChatRequest(messages=(ask,), tools=(WEATHER,), tool_choice=ToolChoice()))
+    assert first[-1] == Finish(reason=FinishReason.TOOL_CALLS)
+    assert sum(1 for c in first if isinstance(c, ToolCallDelta) and c.name) == 1
+    call = calls_of(first)[0]
+    args = json.loads(call.arguments)
+    assert call.name == "get_weather" and call.id
+    assert isinstance(args["city"], str) and isinstance(args["days"], int)  # follows the tool's schema
+    second = ChatRequest(
+        messages=(
+            ask,
+            ChatMessage(Role.ASSISTANT, "", tool_calls=(call,)),
+            ChatMessage(Role.TOOL, '{"temp_c": 21}', tool_call_id=call.id),
+        ),
+        tools=(WEATHER,),
+    )
+    answer = await collect(p, second)  # the simulator checks that the tool message answers the call
+    assert answer[-1] == Finish(reason=FinishReason.STOP)
+    assert "".join(c.text for c in answer if isinstance(c, TextDelta)).strip()
+    assert not any(isinstance(c, ToolCallDelta) for c in answer)
+
+
+async def test_a_tool_message_answering_no_call_is_rejected_upstream(provider: OpenAIProvider) -> None:
+    bad = ChatRequest(messages=(ChatMessage(Role.USER, "hi"), ChatMessage(Role.TOOL, "42", tool_call_id="call_x")))
+    with pytest.raises(UpstreamInvalidRequest, match="tool"):
+        await collect(provider, bad)
+
+
+async def test_parallel_tool_calls_stream_interleaved_by_index(make_provider) -> None:
+    p = make_provider({"x-sim-tool-call": "get_weather,get_time", "x-sim-chunks": "3"})
+    ask = ChatRequest(messages=(ChatMessage(Role.USER, "weather and time in Oslo"),), tools=(WEATHER, CLOCK))
+    calls = calls_of(await collect(p, ask))
+    assert [calls[0].name, calls[1].name] == ["get_weather", "get_time"]
+    assert calls[0].id != calls[1].id
+    assert all(json.loads(c.arguments) for c in calls.values())
+    single = calls_of(await collect(p, msgspec.structs.replace(ask, parallel_tool_calls=False)))
+    assert list(single) == [0]
+
+
+@pytest.mark.parametrize(
+    ("choice", "names"),
+    [
+        (ToolChoice(name="get_time"), ["get_time"]),
+        (ToolChoice(mode=ToolChoiceMode.REQUIRED), ["get_weather"]),
+        (ToolChoice(mode=ToolChoiceMode.NONE), []),
+    ],
+)
+async def test_tool_choice_is_sent(provider: OpenAIProvider, choice: ToolChoice, names: list[str]) -> None:
+    ask = ChatRequest(messages=(ChatMessage(Role.USER, "go"),), tools=(WEATHER, CLOCK), tool_choice=choice)
+    chunks = await collect(provider, ask)
+    assert [c.name for c in calls_of(chunks).values()] == names
+    assert chunks[-1].reason is (FinishReason.TOOL_CALLS if names else FinishReason.STOP)
+
+
+async def test_json_object_and_json_schema_output(provider: OpenAIProvider) -> None:
+    base = ChatRequest(messages=(ChatMessage(Role.USER, "describe a city as JSON"),), seed=7, top_p=0.9, stop=("END",))
+    as_object = await collect(provider, msgspec.structs.replace(base, response_format=ResponseFormat(ResponseFormatKind.JSON_OBJECT)))
+    assert isinstance(json.loads("".join(c.text for c in as_object if isinstance(c, TextDelta))), dict)
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "population": {"type": "integer", "minimum": 1},
+            "coastal": {"type": "boolean"},
+            "districts": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+            "kind": {"enum": ["city", "town"]},
+        },
+        "required": ["name", "population", "coastal", "districts", "kind"],
+        "additionalProperties": False,
+    }
+    fmt = ResponseFormat(ResponseFormatKind.JSON_SCHEMA, schema=schema, name="city", strict=True)
+    chunks = await collect(provider, msgspec.structs.replace(base, response_format=fmt))
+    value = json.loads("".join(c.text for c in chunks if isinstance(c, TextDelta)))
+    assert set(value) == set(schema["required"])
+    assert isinstance(value["name"], str) and isinstance(value["population"], int) and value["population"] >= 1
+    assert isinstance(value["coastal"], bool) and len(value["districts"]) == 2 and value["kind"] in ("city", "town")
+
+
+async def test_images_by_url_and_inline_are_accepted(provider: OpenAIProvider) -> None:
+    pixel = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(16)).decode()
+    message = ChatMessage(
+        Role.USER,
+        "what is in these images?",
+        parts=(ImagePart(url="https://example.test/cat.png"), ImagePart(data=pixel, media_type="image/png")),
+    )
+    with_images = await collect(provider, ChatRequest(messages=(message,)))
+    without = await collect(provider, ChatRequest(messages=(ChatMessage(Role.USER, "what is in these images?"),)))
+    assert with_images[-1].reason is FinishReason.STOP
+    text = "".join(c.text for c in with_images if isinstance(c, TextDelta))
+    assert text != "".join(c.text for c in without if isinstance(c, TextDelta))  # the images reached the model
+    broken = ChatMessage(Role.USER, "and this?", parts=(ImagePart(url="ftp://nowhere/x.png"),))
+    with pytest.raises(UpstreamInvalidRequest, match="image_url"):  # the simulator checks image URLs
+        await collect(provider, ChatRequest(messages=(broken,)))
+
+
+async def test_deepseek_reasoner_streams_reasoning_before_the_answer(sim: str) -> None:
+    p = openai_compatible("deepseek", "deepseek", api_key=KEY, base_url=sim)
+    try:
+        chunks = await collect(p, model="deepseek-reasoner")
+    finally:
+        await p.aclose()
+    kinds = [type(c).__name__ for c in chunks if isinstance(c, (ReasoningDelta, TextDelta))]
+    assert kinds[0] == "ReasoningDelta" and kinds[-1] == "TextDelta"
+    assert kinds.index("TextDelta") > kinds.count("ReasoningDelta") - 1  # all reasoning comes first
+    reasoning = "".join(c.text for c in chunks if isinstance(c, ReasoningDelta))
+    assert len(reasoning.split()) == 8
+    usage = chunks[-2].usage
+    assert usage.reasoning_tokens == 8 and usage.output_tokens == 16 + 8
+
+
+async def test_reasoning_header_on_any_model(make_provider) -> None:
+    chunks = await collect(make_provider({"x-sim-reasoning": "3"}))
+    assert len("".join(c.text for c in chunks if isinstance(c, ReasoningDelta)).split()) == 3
+
+
+async def test_embeddings(provider: OpenAIProvider) -> None:
+    result = await provider.embed("sim-embed", EmbeddingRequest(inputs=("alpha beta", "gamma", "alpha beta")))
+    assert len(result.vectors) == 3 and all(len(v) == 64 for v in result.vectors)
+    assert result.vectors[0] == result.vectors[2] != result.vectors[1]  # deterministic per text
+    assert all(abs(sum(x * x for x in v) - 1) < 1e-6 for v in result.vectors)  # normalised
+    assert result.input_tokens == 3 + 1 + 3  # 4/3 token per word, rounded, per input
+    short = await provider.embed("text-embedding-3-small", EmbeddingRequest(inputs=("x",), dimensions=16))
+    assert len(short.vectors[0]) == 16
+    with pytest.raises(UpstreamInvalidRequest):
+        await provider.embed("sim-small", EmbeddingRequest(inputs=("x",)))  # not an embedding model
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [("refuse", UpstreamUnavailable), ("disconnect-after-3", UpstreamUnavailable), ("malformed", UpstreamUnavailable)],
+)
+async def test_transport_faults(make_provider, fault: str, error: type[ProviderError]) -> None:
+    p = make_provider({"x-sim-fault": fault})
+    seen: list = []
+    with pytest.raises(error) as info:
+        async for chunk in p.stream("sim-small", HELLO):
+            seen.append(chunk)
+    assert type(info.value) is error and info.value.retryable
+    assert not any(isinstance(c, Finish) for c in seen)
+    if fault == "disconnect-after-3":  # role chunk + 2 content chunks, then the connection drops
+        assert len(seen) == 2 and all(isinstance(c, TextDelta) for c in seen)
+        assert isinstance(info.value.__cause__, openai.APIConnectionError)
+    if fault == "malformed":
+        assert seen == []  # the first content chunk is the broken one
+        assert "malformed" in info.value.message
+
+
+async def test_read_stall_is_a_timeout(make_provider) -> None:
+    p = make_provider({"x-sim-fault": "stall"}, timeout=0.4)
+    started = time.perf_counter()
+    with pytest.raises(UpstreamTimeout) as info:
+        await collect(p)
+    assert time.perf_counter() - started < 3
+    assert isinstance(info.value.__cause__, openai.APITimeoutError)
+
+
+async def test_slow_drip_still_completes(make_provider) -> None:
+    p = make_provider({"x-sim-chunk-delay-ms": "30", "x-sim-chunks": "4"})
+    started = time.perf_counter()
+    chunks = await collect(p)
+    assert time.perf_counter() - started >= 0.12
+    assert chunks[-1] == Finish(reason=FinishReason.STOP)
+
+
+async def test_embedding_faults_map_too(make_provider) -> None:
+    request = EmbeddingRequest(inputs=("x",))
+    with pytest.raises(RateLimited):
+        await make_provider({"x-sim-fault": "429"}).embed("sim-embed", request)
+    with pytest.raises(UpstreamUnavailable):
+        await make_provider({"x-sim-fault": "refuse"}).embed("sim-embed", request)
+
+
+def test_openai_compatible_kinds(sim: str) -> None:
+    assert "api.deepseek.com" in repr(openai_compatible("deepseek", "d", api_key="k"))
+    assert "api.x.ai/v1" in repr(openai_compatible("xai", "x", api_key="k"))
+    assert "api.openai.com/v1" in repr(openai_compatible("openai", "o", api_key="k"))
+    local = openai_compatible("local", "ollama", base_url="http://127.0.0.1:11434/v1")
+    assert "11434" in repr(local) and local._api_key  # a placeholder key when none is set
+    with pytest.raises(ValueError, match="base_url"):
+        openai_compatible("local", "vllm")
+    with pytest.raises(ValueError, match="API key"):
+        openai_compatible("xai", "x")
+    with pytest.raises(ValueError, match="kind"):
+        openai_compatible("bard", "b", api_key="k")
+
+
+async def test_local_server_without_key(sim: str) -> None:
+    p = openai_compatible("local", "vllm", base_url=sim)
+    try:
+        chunks = await collect(p, model="llama3.1")
+    finally:
+        await p.aclose()
+    assert chunks[-1] == Finish(reason=FinishReason.STOP)

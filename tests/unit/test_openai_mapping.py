@@ -99,3 +99,50 @@ def test_messages_and_usage_mapping() -> None:
     )
     assert to_usage(usage) == Usage(input_tokens=10, output_tokens=7, cached_input_tokens=4, reasoning_tokens=3)
     assert to_usage(CompletionUsage(prompt_tokens=1, completion_tokens=2, total_tokens=3)) == Usage(1, 2)
+
+
+def test_the_whole_request_is_mapped() -> None:
+    from adapters.providers.openai import to_openai_params
+    from domain.chat import (
+        ChatRequest,
+        ImagePart,
+        ResponseFormat,
+        ResponseFormatKind,
+        TextPart,
+        Tool,
+        ToolCall,
+        ToolChoice,
+        ToolChoiceMode,
+    )
+
+    call = ToolCall("call_1", "lookup", '{"q": "x"}')
+    request = ChatRequest(
+        messages=(
+            ChatMessage(Role.USER, "look", parts=(ImagePart(url="https://x.test/a.png"), ImagePart(data="QUJD", media_type="image/jpeg"), TextPart("and"))),
+            ChatMessage(Role.ASSISTANT, "", tool_calls=(call,)),
+            ChatMessage(Role.TOOL, "found", tool_call_id="call_1"),
+        ),
+        temperature=0.5, top_p=0.8, max_tokens=9, stop=("END",), seed=3,
+        tools=(Tool("lookup", "search", {"type": "object", "properties": {"q": {"type": "string"}}}), Tool("other")),
+        tool_choice=ToolChoice(name="lookup"), parallel_tool_calls=False,
+        response_format=ResponseFormat(ResponseFormatKind.JSON_SCHEMA, schema={"type": "object"}, name="out", strict=True),
+    )
+    params = to_openai_params("up", request, max_tokens_param="max_completion_tokens")
+    assert params["messages"][0]["content"] == [
+        {"type": "text", "text": "look"},
+        {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}},
+        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,QUJD"}},
+        {"type": "text", "text": "and"},
+    ]
+    assert params["messages"][1] == {
+        "role": "assistant", "content": None,
+        "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "x"}'}}],
+    }
+    assert params["tools"][1] == {"type": "function", "function": {"name": "other", "parameters": {"type": "object", "properties": {}}}}
+    assert params["tool_choice"] == {"type": "function", "function": {"name": "lookup"}}
+    assert params["response_format"] == {"type": "json_schema", "json_schema": {"name": "out", "schema": {"type": "object"}, "strict": True}}
+    assert (params["top_p"], params["stop"], params["seed"], params["max_completion_tokens"], params["parallel_tool_calls"]) == (0.8, ["END"], 3, 9, False)
+    modes = [to_openai_params("up", ChatRequest(messages=request.messages[:1], tools=request.tools, tool_choice=ToolChoice(mode=m)))["tool_choice"] for m in ToolChoiceMode]
+    assert modes == ["auto", "none", "required"]
+    plain = to_openai_params("up", ChatRequest(messages=request.messages[:1], response_format=ResponseFormat(ResponseFormatKind.JSON_OBJECT)))
+    assert plain["response_format"] == {"type": "json_object"} and "tools" not in plain and "parallel_tool_calls" not in plain

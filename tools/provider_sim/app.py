@@ -1,22 +1,25 @@
 """The simulator as a raw ASGI 3 application (no framework: it is the benchmarks' baseline).
 
-Routes: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /v1/models/{id}`` (bearer auth
-like the real API), ``GET /_sim/stats`` and ``POST /_sim/reset`` (no auth).
+Routes: ``POST /v1/chat/completions``, ``POST /v1/embeddings`` (``openai_embeddings``), ``GET
+/v1/models``, ``GET /v1/models/{id}`` (bearer auth like the real API), ``GET /_sim/stats`` and
+``POST /_sim/reset`` (no auth). What a chat request is answered with: ``openai_answer``; transport
+faults (refuse, stall, disconnect-after-N, malformed, slow drip): ``faults``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
+from tools.provider_sim import faults as _faults
+from tools.provider_sim import openai_answer as _oa
 from tools.provider_sim import wire
-from tools.provider_sim.config import HEADER_FIELDS, Knobs, SimConfig, knobs_from_headers
+from tools.provider_sim.config import EMBEDDING_MODELS, HEADER_FIELDS, VENDOR_FAULTS, Knobs, SimConfig, knobs_from_headers
 from tools.provider_sim.stats import RequestRecord, Stats
-from tools.provider_sim.text import answer_words, digest, prompt_tokens, split_even
+from tools.provider_sim.text import prompt_tokens
 
 __all__ = ["Receive", "Scope", "Send", "SimulatorApp"]
 
@@ -44,13 +47,6 @@ _FAULT_ERRORS: dict[str, tuple[int, str, str | None, str]] = {
 }
 
 
-class _Answer(msgspec.Struct, frozen=True):
-    pieces: list[str]  # content pieces (text answer) or argument fragments (tool call)
-    completion_tokens: int  # visible + reasoning
-    finish_reason: str
-    usage: wire.Usage
-
-
 class SimulatorApp:
     """``SimulatorApp(config, stats)``: an ASGI app. ``stats`` is shared with the server so that
     accepted connections are counted too."""
@@ -60,7 +56,10 @@ class SimulatorApp:
         self.stats = stats or Stats()
         self._seq = 0
         self._models_body = wire.encode(
-            wire.ModelList(data=[wire.Model(id=m, context_window=w) for m, w in self.config.models.items()])
+            wire.ModelList(
+                data=[wire.Model(id=m, context_window=w) for m, w in self.config.models.items()]
+                + [wire.Model(id=m) for m in EMBEDDING_MODELS]
+            )
         )
         self._max_context = max(self.config.models.values(), default=131_072)
 
@@ -82,6 +81,12 @@ class SimulatorApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
+        if path == "/v1/messages" or (path.startswith("/v1/models") and _anthropic.is_anthropic_models(scope)):
+            return await _anthropic.handle(self, scope, receive, send)
+        if _gemini.is_gemini(scope):
+            return await _gemini.serve(self, scope, receive, send)
+        if path == "/v1/embeddings":
+            return await _openai_embeddings.serve(self, scope, receive, send)
         if path == "/v1/chat/completions":
             if method != "POST":
                 return await _error(send, 405, "invalid_request_error", None, f"Method {method} not allowed.")
@@ -156,13 +161,28 @@ class SimulatorApp:
             return await self._fail(
                 send, state, 400, "invalid_request_error", "invalid_value", "max_tokens must be >= 1"
             )
+        invalid = _oa.validate(req)
+        if invalid is not None:
+            message, param = invalid
+            return await self._fail(send, state, 400, "invalid_request_error", "invalid_value", message, param=param)
 
         watch = _DisconnectWatch(receive)
         try:
             if knobs.latency_ms and await watch.pause(knobs.latency_ms / 1000):
                 return self._finish(state, 0, disconnected=True)
+            parsed = _faults.parse(knobs.fault, vendor=VENDOR_FAULTS)
+            if parsed is not None and parsed.kind == "refuse":
+                await _faults.refuse(send)
+                return self._finish(state, 0)
+            if parsed is not None and parsed.kind == "stall":
+                return self._finish(state, 200, disconnected=await _faults.stall(send, watch, _SSE_HEADERS))
+            if parsed is not None and not req.stream and parsed.kind == "disconnect":
+                await _faults.drop_connection(send)
+                return self._finish(state, 0)
             fault = knobs.fault
-            if fault is not None and fault != "context_length" and (fault != "midstream" or not req.stream):
+            if parsed is not None and parsed.kind in ("status", "vendor") and fault != "context_length" and (
+                fault != "midstream" or not req.stream
+            ):
                 status, etype, code, message = _FAULT_ERRORS[fault]
                 extra = [(b"retry-after", _num(knobs.retry_after))] if status == 429 else []
                 return await self._fail(send, state, status, etype, code, message, extra)
@@ -177,7 +197,7 @@ class SimulatorApp:
                 return await self._fail(
                     send, state, 400, "invalid_request_error", "context_length_exceeded", message, param="messages"
                 )
-            answer = _answer(req, texts, knobs, cap, p_tokens)
+            answer = _oa.build_answer(req, texts, knobs, cap, p_tokens, request_id.removeprefix("req_"))
             state.completion_tokens = answer.completion_tokens
             created = int(time.time())
             cid = f"chatcmpl-{request_id}"
@@ -185,7 +205,8 @@ class SimulatorApp:
                 include_usage = req.stream_options is not None and req.stream_options.include_usage
                 gone = await self._stream(send, watch, knobs, req.model, cid, created, answer, include_usage)
                 return self._finish(state, 200, disconnected=gone)
-            await _send_json(send, 200, _completion(req.model, cid, created, answer, knobs), request_id)
+            body = _completion(req.model, cid, created, answer)
+            await _send_json(send, 200, _faults.MALFORMED if parsed is not None and parsed.kind == "malformed" else body, request_id)
             return self._finish(state, 200)
         finally:
             watch.close()
@@ -198,61 +219,46 @@ class SimulatorApp:
         model: str,
         cid: str,
         created: int,
-        answer: _Answer,
+        answer: _oa.Answer,
         include_usage: bool,
     ) -> bool:
         """Send the SSE stream; True when the client went away before its end."""
         usage_field: wire.Usage | None | msgspec.UnsetType = None if include_usage else msgspec.UNSET
+        stats = self.stats
 
-        def event(delta: wire.Delta, finish: str | None = None) -> Message:
-            chunk = wire.ChatCompletionChunk(
-                id=cid,
-                created=created,
-                model=model,
-                choices=[wire.ChunkChoice(index=0, delta=delta, finish_reason=finish)],
-                usage=usage_field,
+        def chunk(delta: wire.Delta, finish: str | None = None) -> bytes:
+            stats.chunks_sent += 1
+            return wire.encode(
+                wire.ChatCompletionChunk(
+                    id=cid,
+                    created=created,
+                    model=model,
+                    choices=[wire.ChunkChoice(index=0, delta=delta, finish_reason=finish)],
+                    usage=usage_field,
+                )
             )
-            return {"type": "http.response.body", "body": b"data: " + wire.encode(chunk) + b"\n\n", "more_body": True}
 
-        headers = [*_SSE_HEADERS, (b"x-request-id", cid.removeprefix("chatcmpl-").encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        tool = knobs.tool_call
-        if tool is None:
-            await send(event(wire.Delta(role="assistant", content="")))
-        else:
-            call = wire.ToolCall(
-                index=0,
-                id=f"call_{cid.removeprefix('chatcmpl-req_')}",
-                type="function",
-                function=wire.FunctionCall(name=tool, arguments=""),
-            )
-            await send(event(wire.Delta(role="assistant", tool_calls=[call])))
-        delay = knobs.chunk_delay_ms / 1000
-        break_at = len(answer.pieces) // 2 if knobs.fault == "midstream" else -1
-        for i, piece in enumerate(answer.pieces):
-            if delay and i and await watch.pause(delay):
-                return True
+        fault = _faults.parse(knobs.fault, vendor=VENDOR_FAULTS)
+        writer = _faults.SseWriter(send, watch, fault=fault, delay_ms=knobs.chunk_delay_ms)
+        await writer.start([*_SSE_HEADERS, (b"x-request-id", cid.removeprefix("chatcmpl-").encode())])
+        if not await writer.event(chunk(wire.Delta(role="assistant", content=None if answer.calls else ""))):
+            return writer.gone
+        body = _oa.stream_deltas(answer)
+        break_at = len(body) // 2 if knobs.fault == "midstream" else -1
+        for i, delta in enumerate(body):
             if i == break_at:
                 _, etype, code, message = _FAULT_ERRORS["midstream"]
-                err = wire.ErrorEnvelope(wire.ErrorBody(message=message, type=etype, code=code))
-                await send({"type": "http.response.body", "body": b"data: " + wire.encode(err) + b"\n\n"})
-                return watch.gone
-            if tool is None:
-                await send(event(wire.Delta(content=piece)))
-            else:
-                await send(
-                    event(wire.Delta(tool_calls=[wire.ToolCall(index=0, function=wire.FunctionCall(arguments=piece))]))
-                )
-        if delay and await watch.pause(delay):
-            return True
-        await send(event(wire.Delta(), answer.finish_reason))
-        tail = b""
+                await writer.event(wire.encode(wire.ErrorEnvelope(wire.ErrorBody(message=message, type=etype, code=code))))
+                return await writer.end()
+            if not await writer.event(chunk(delta)):
+                return writer.gone
+        if not await writer.event(chunk(wire.Delta(), answer.finish_reason)):
+            return writer.gone
         if include_usage:
             last = wire.ChatCompletionChunk(id=cid, created=created, model=model, choices=[], usage=answer.usage)
-            tail = b"data: " + wire.encode(last) + b"\n\n"
-        gone = watch.gone
-        await send({"type": "http.response.body", "body": tail + _DONE, "more_body": False})
-        return gone
+            if not await writer.event(wire.encode(last)):
+                return writer.gone
+        return await writer.end(_DONE)
 
     # --- bookkeeping ---------------------------------------------------------------------------
 
@@ -282,6 +288,7 @@ class SimulatorApp:
                 disconnected=disconnected,
                 duration_ms=round((time.perf_counter() - state.started) * 1000, 3),
                 fault=state.fault,
+                ended_at=time.time(),
             )
         )
 
@@ -299,81 +306,13 @@ class _Record:
         self.completion_tokens = 0
 
 
-class _DisconnectWatch:
-    """Notices a client that goes away while the app waits (a task reading ``receive``,
-    started on the first pause only, so undelayed requests pay nothing)."""
-
-    __slots__ = ("_receive", "_task")
-
-    def __init__(self, receive: Receive) -> None:
-        self._receive = receive
-        self._task: asyncio.Task[None] | None = None
-
-    async def _wait(self) -> None:
-        while (await self._receive())["type"] != "http.disconnect":
-            pass
-
-    @property
-    def gone(self) -> bool:
-        return self._task is not None and self._task.done()
-
-    async def pause(self, seconds: float) -> bool:
-        """Sleep ``seconds``; True when the client disconnected meanwhile."""
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._wait())
-        if self._task.done():
-            return True
-        done, _ = await asyncio.wait((self._task,), timeout=seconds)
-        return bool(done)
-
-    def close(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+_DisconnectWatch = _faults.DisconnectWatch  # the name other wire formats import
 
 
-def _answer(req: wire.ChatCompletionRequest, texts: list[str], knobs: Knobs, cap: int | None, p_tokens: int) -> _Answer:
-    seed = digest((m.role, t) for m, t in zip(req.messages, texts, strict=True))
-    n = knobs.tokens if cap is None else min(knobs.tokens, cap)
-    words = answer_words(seed, n)
-    finish = "length" if cap is not None and knobs.tokens > cap else "stop"
-    if knobs.tool_call is not None:
-        args = wire.encode({"query": " ".join(words)}).decode()
-        size = max(1, -(-len(args) // knobs.chunks))
-        pieces = [args[i : i + size] for i in range(0, len(args), size)]
-        finish = "tool_calls" if finish == "stop" else finish
-    else:
-        groups = split_even(words, knobs.chunks)
-        pieces = [(" " if i else "") + " ".join(g) for i, g in enumerate(groups)]
-    completion = n + knobs.reasoning_tokens
-    usage = wire.Usage(
-        prompt_tokens=p_tokens,
-        completion_tokens=completion,
-        total_tokens=p_tokens + completion,
-        prompt_tokens_details=wire.PromptDetails(cached_tokens=min(knobs.cached_tokens, p_tokens)),
-        completion_tokens_details=wire.CompletionDetails(reasoning_tokens=knobs.reasoning_tokens),
-    )
-    return _Answer(pieces=pieces, completion_tokens=completion, finish_reason=finish, usage=usage)
-
-
-def _completion(model: str, cid: str, created: int, answer: _Answer, knobs: Knobs) -> bytes:
-    if knobs.tool_call is not None:
-        call = wire.ToolCall(
-            id=f"call_{cid.removeprefix('chatcmpl-req_')}",
-            type="function",
-            function=wire.FunctionCall(name=knobs.tool_call, arguments="".join(answer.pieces)),
-        )
-        message = wire.OutMessage(role="assistant", content=None, tool_calls=[call])
-    else:
-        message = wire.OutMessage(role="assistant", content="".join(answer.pieces))
-    return wire.encode(
-        wire.ChatCompletion(
-            id=cid,
-            created=created,
-            model=model,
-            choices=[wire.Choice(index=0, message=message, finish_reason=answer.finish_reason)],
-            usage=answer.usage,
-        )
-    )
+def _completion(model: str, cid: str, created: int, answer: _oa.Answer) -> bytes:
+    message = _oa.completion_message(answer)
+    choice = wire.Choice(index=0, message=message, finish_reason=answer.finish_reason)
+    return wire.encode(wire.ChatCompletion(id=cid, created=created, model=model, choices=[choice], usage=answer.usage))
 
 
 def _bearer(scope: Scope, expected: str | None) -> tuple[bool, str]:
@@ -436,3 +375,9 @@ async def _error(
         headers.extend(extra_headers)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+# last: the other wire formats build on this module's helpers (a cycle that is safe at this point)
+from tools.provider_sim import anthropic as _anthropic
+from tools.provider_sim import openai_embeddings as _openai_embeddings
+from tools.provider_sim import gemini as _gemini

@@ -4,16 +4,43 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["DEFAULT_MODELS", "FAULTS", "HEADER_FIELDS", "Knobs", "SimConfig", "knobs_from_headers"]
+from tools.provider_sim import faults as _faults
 
-DEFAULT_MODELS: dict[str, int] = {"sim-small": 8_192, "sim-large": 131_072}
-"""Model name -> context window (tokens). Prompts larger than the window get a 400
+__all__ = [
+    "DEFAULT_MODELS",
+    "EMBEDDING_MODELS",
+    "FAULTS",
+    "HEADER_FIELDS",
+    "VENDOR_FAULTS",
+    "Knobs",
+    "SimConfig",
+    "knobs_from_headers",
+]
+
+DEFAULT_MODELS: dict[str, int] = {
+    "sim-small": 8_192,
+    "sim-large": 131_072,
+    # OpenAI-compatible vendors' names, so adapters can be tested with their real model names
+    "gpt-4o-mini": 128_000,
+    "gpt-4o": 128_000,
+    "deepseek-chat": 65_536,
+    "deepseek-reasoner": 65_536,  # streams ``reasoning_content`` before its answer
+    "grok-3-mini": 131_072,
+    "llama3.1": 8_192,
+}
+"""Chat model name -> context window (tokens). Prompts larger than the window get a 400
 ``context_length_exceeded`` like the real API."""
+
+EMBEDDING_MODELS: dict[str, int] = {"sim-embed": 64, "text-embedding-3-small": 1536}
+"""Embedding model name -> default vector size (``dimensions`` in a request shortens it)."""
 
 FAULTS = frozenset({"400", "401", "403", "404", "429", "500", "503", "529", "context_length", "midstream"})
 """``400``..``529``: that HTTP status with an OpenAI error body; ``context_length``: a 400 with
 code ``context_length_exceeded``; ``midstream``: a stream that breaks off with an error event
-after half of its chunks (non-stream requests get a 500)."""
+after half of its chunks (non-stream requests get a 500). Besides these, every generic fault of
+``tools.provider_sim.faults`` (refuse, stall, disconnect-after-N, malformed[-after-N])."""
+
+VENDOR_FAULTS = frozenset({"context_length", "midstream"})
 
 
 class Knobs(msgspec.Struct, frozen=True):
@@ -27,17 +54,23 @@ class Knobs(msgspec.Struct, frozen=True):
     retry_after: float = 2.0  # retry-after header of 429 faults
     cached_tokens: int = 0  # reported in usage.prompt_tokens_details (capped at the prompt)
     reasoning_tokens: int = 0  # reported in usage.completion_tokens_details, added to completion
-    tool_call: str | None = None  # answer with a call of this function instead of text
+    tool_call: str | None = None  # answer with calls of these functions (comma-separated) instead of text
+    reasoning: int = 0  # words of visible reasoning before the answer (reasoner models: 8 when 0)
 
     def __post_init__(self) -> None:
         if self.latency_ms < 0 or self.chunk_delay_ms < 0 or self.retry_after < 0:
             raise ValueError("delays must be >= 0")
         if self.chunks < 1 or self.tokens < 1:
             raise ValueError("chunks and tokens must be >= 1")
-        if self.cached_tokens < 0 or self.reasoning_tokens < 0:
+        if self.cached_tokens < 0 or self.reasoning_tokens < 0 or self.reasoning < 0:
             raise ValueError("token counts must be >= 0")
-        if self.fault is not None and self.fault not in FAULTS:
-            raise ValueError(f"fault must be one of {sorted(FAULTS)}")
+        if self.fault is not None:
+            try:
+                _faults.parse(self.fault, vendor=VENDOR_FAULTS)
+            except ValueError:
+                raise ValueError(
+                    f"fault must be one of {sorted(FAULTS)}, refuse, stall, disconnect-after-N or malformed[-after-N]"
+                ) from None
 
 
 class SimConfig(msgspec.Struct, frozen=True):
@@ -73,7 +106,7 @@ HEADER_FIELDS: dict[bytes, str] = {
 }
 
 _FLOATS = frozenset({"latency_ms", "chunk_delay_ms", "retry_after"})
-_INTS = frozenset({"chunks", "tokens", "cached_tokens", "reasoning_tokens"})
+_INTS = frozenset({"chunks", "tokens", "cached_tokens", "reasoning_tokens", "reasoning"})
 
 
 def knobs_from_headers(base: Knobs, overrides: dict[str, str]) -> Knobs:

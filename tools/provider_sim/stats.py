@@ -21,6 +21,7 @@ class RequestRecord(msgspec.Struct, frozen=True):
     disconnected: bool
     duration_ms: float
     fault: str | None = None
+    ended_at: float = 0.0  # wall clock (time.time()) when the response ended or the client left
 
 
 class StatsSnapshot(msgspec.Struct, frozen=True):
@@ -32,6 +33,7 @@ class StatsSnapshot(msgspec.Struct, frozen=True):
     connections: int  # TCP connections accepted
     connections_nodelay: int  # ... of which TCP_NODELAY was verified set (getsockopt)
     recent: list[RequestRecord]  # the last few requests, oldest first
+    chunks_sent: int = 0  # stream events handed to the server so far (grows live, for backpressure tests)
 
 
 class Stats:
@@ -48,6 +50,7 @@ class Stats:
         self.errors: dict[str, int] = {}
         self.connections = 0
         self.connections_nodelay = 0
+        self.chunks_sent = 0
         self.recent: deque[RequestRecord] = deque(maxlen=RECENT_LIMIT)
 
     def record(self, rec: RequestRecord) -> None:
@@ -69,5 +72,6 @@ class Stats:
             errors=dict(self.errors),
             connections=self.connections,
             connections_nodelay=self.connections_nodelay,
+            chunks_sent=self.chunks_sent,
             recent=list(self.recent),
         )

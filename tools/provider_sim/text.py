@@ -8,10 +8,11 @@ and asking for fewer tokens yields a prefix of the same answer. One word counts 
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Iterable
 
-__all__ = ["WORDS", "answer_words", "digest", "prompt_tokens", "split_even"]
+__all__ = ["WORDS", "answer_words", "digest", "embedding", "json_for_schema", "prompt_tokens", "split_even", "split_text"]
 
 WORDS: tuple[str, ...] = tuple(
     """
@@ -69,3 +70,76 @@ def split_even(items: tuple[str, ...], parts: int) -> list[tuple[str, ...]]:
         out.append(items[start : start + size])
         start += size
     return out
+
+
+def split_text(text: str, parts: int) -> list[str]:
+    """``text`` cut into ``parts`` (at most ``len(text)``) contiguous, non-empty pieces."""
+    parts = max(1, min(parts, len(text)))
+    size = -(-len(text) // parts)
+    return [text[i : i + size] for i in range(0, len(text), size)] or [text]
+
+
+_MAX_DEPTH = 6
+
+
+def json_for_schema(schema: object, seed: bytes, _depth: int = 0) -> object:
+    """A deterministic JSON value satisfying the common subset of JSON Schema: ``type`` (or a
+    list of types), ``properties`` (all of them, so ``required`` and strict mode hold), ``items``
+    with ``minItems``, ``enum``, ``const``, ``anyOf``/``oneOf``, string ``minLength``, numeric
+    ``minimum``/``maximum``. No schema gives an object ``{"answer": <words>}``."""
+    rng = random.Random(int.from_bytes(hashlib.blake2b(seed, digest_size=8).digest(), "big"))
+    return _value(schema if isinstance(schema, dict) and schema else {"type": "object", "properties": {"answer": {"type": "string"}}}, rng, _depth)
+
+
+def _value(schema: dict[str, object], rng: random.Random, depth: int) -> object:
+    if "const" in schema:
+        return schema["const"]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[int(rng.random() * len(enum))]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options and isinstance(options[0], dict):
+            return _value(options[0], rng, depth)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind is None:
+        kind = "object" if "properties" in schema else "string"
+    if kind == "object":
+        props = schema.get("properties")
+        if not isinstance(props, dict) or depth >= _MAX_DEPTH:
+            return {}
+        return {name: _value(sub if isinstance(sub, dict) else {}, rng, depth + 1) for name, sub in props.items()}
+    if kind == "array":
+        items = schema.get("items")
+        low = schema.get("minItems")
+        count = max(1, low if isinstance(low, int) else 1)
+        if depth >= _MAX_DEPTH:
+            return []
+        return [_value(items if isinstance(items, dict) else {}, rng, depth + 1) for _ in range(count)]
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", 0)
+        high = schema.get("maximum", 100)
+        low = low if isinstance(low, (int, float)) else 0
+        high = high if isinstance(high, (int, float)) and high >= low else low + 100
+        value = low + rng.random() * (high - low)
+        return math.ceil(value) if kind == "integer" and math.ceil(value) <= high else (int(low) if kind == "integer" else round(value, 3))
+    if kind == "boolean":
+        return rng.random() < 0.5
+    if kind == "null":
+        return None
+    low = schema.get("minLength")
+    words = [WORDS[int(rng.random() * len(WORDS))] for _ in range(3)]
+    text = " ".join(words)
+    while isinstance(low, int) and len(text) < low:
+        text += " " + WORDS[int(rng.random() * len(WORDS))]
+    return text
+
+
+def embedding(text: str, dims: int) -> list[float]:
+    """A deterministic unit vector of ``dims`` floats for ``text`` (equal texts, equal vectors)."""
+    rng = random.Random(int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big"))
+    raw = [rng.gauss(0.0, 1.0) for _ in range(dims)]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [x / norm for x in raw]

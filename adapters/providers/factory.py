@@ -1,0 +1,85 @@
+"""``build_provider``: the ``ProviderClient`` for a registry ``ProviderSpec``, and
+``ProviderClientFactory`` (the ``application.registry.ProviderFactory`` port) which also lists a
+provider's models through the vendor's SDK (discovery and active probes). Vendor adapters and SDKs
+are imported lazily, so a deployment pays only for the kinds it uses."""
+
+from __future__ import annotations
+
+from domain.errors import ProviderError, UpstreamInvalidRequest, UpstreamUnavailable
+from domain.ports import ProviderClient
+from domain.registry import ProviderKind, ProviderSpec
+
+__all__ = ["DEFAULT_BASE_URLS", "ProviderClientFactory", "build_provider"]
+
+DEFAULT_BASE_URLS: dict[ProviderKind, str] = {
+    ProviderKind.DEEPSEEK: "https://api.deepseek.com/v1",
+    ProviderKind.XAI: "https://api.x.ai/v1",
+}
+
+_OPENAI_WIRE = (ProviderKind.OPENAI, ProviderKind.DEEPSEEK, ProviderKind.XAI, ProviderKind.OPENAI_COMPATIBLE)
+
+
+def build_provider(spec: ProviderSpec, api_key: str, *, timeout: float = 60.0) -> ProviderClient:
+    base_url = spec.base_url or DEFAULT_BASE_URLS.get(spec.kind)
+    key = api_key or "unused"  # local servers take any key; the SDKs insist on one
+    match spec.kind:
+        case kind if kind in _OPENAI_WIRE:
+            if kind is ProviderKind.OPENAI_COMPATIBLE and not base_url:
+                raise UpstreamInvalidRequest(f"provider {spec.name}: openai_compatible needs a base URL")
+            from adapters.providers.openai import OpenAIProvider
+
+            return OpenAIProvider(spec.name, api_key=key, base_url=base_url, timeout=timeout)
+        case ProviderKind.ANTHROPIC:
+            from adapters.providers.anthropic import AnthropicProvider  # type: ignore[import-not-found]
+
+            return AnthropicProvider(spec.name, api_key=key, base_url=base_url, timeout=timeout)  # type: ignore[no-any-return]
+        case ProviderKind.GEMINI:
+            from adapters.providers.gemini import GeminiProvider  # type: ignore[import-not-found]
+
+            return GeminiProvider(spec.name, api_key=key, base_url=base_url, timeout=timeout)  # type: ignore[no-any-return]
+    raise UpstreamInvalidRequest(f"provider {spec.name}: unsupported kind {spec.kind}")  # pragma: no cover
+
+
+class ProviderClientFactory:
+    def __init__(self, *, timeout: float = 60.0, list_timeout: float = 10.0) -> None:
+        self._timeout = timeout
+        self._list_timeout = list_timeout
+
+    def build(self, spec: ProviderSpec, api_key: str) -> ProviderClient:
+        return build_provider(spec, api_key, timeout=self._timeout)
+
+    async def list_models(self, spec: ProviderSpec, api_key: str) -> list[str]:
+        base_url = spec.base_url or DEFAULT_BASE_URLS.get(spec.kind)
+        key = api_key or "unused"
+        try:
+            if spec.kind is ProviderKind.ANTHROPIC:
+                import anthropic
+
+                async with anthropic.AsyncAnthropic(api_key=key, base_url=base_url, timeout=self._list_timeout, max_retries=0) as client:
+                    return [m.id async for m in client.models.list(limit=1000)]
+            if spec.kind is ProviderKind.GEMINI:
+                from google import genai
+                from google.genai import types
+
+                options = types.HttpOptions(base_url=_gemini_root(base_url), timeout=int(self._list_timeout * 1000))
+                gclient = genai.Client(api_key=key, http_options=options)
+                try:
+                    pager = await gclient.aio.models.list()
+                    return [(m.name or "").removeprefix("models/") async for m in pager if m.name]
+                finally:
+                    await gclient.aio.aclose()
+            import openai
+
+            async with openai.AsyncOpenAI(api_key=key, base_url=base_url, timeout=self._list_timeout, max_retries=0) as oclient:
+                return [m.id async for m in oclient.models.list()]
+        except ProviderError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any SDK failure is "the listing is unavailable"
+            raise UpstreamUnavailable(f"provider {spec.name}: model listing failed ({type(exc).__name__})") from exc
+
+
+def _gemini_root(base_url: str | None) -> str | None:
+    """google-genai wants the API root (it adds /v1beta itself)."""
+    if base_url is None:
+        return None
+    return base_url.rstrip("/").removesuffix("/v1beta").removesuffix("/v1")
