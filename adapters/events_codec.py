@@ -12,7 +12,7 @@ from datetime import UTC
 from google.protobuf.message import DecodeError
 
 from application.ports import OutboxMessage
-from domain.events import ChatCompleted, DomainEvent
+from domain.events import ChatCompleted, DomainEvent, ModelHealthChanged, RegistryChanged
 from lumina.v1 import events_pb2
 
 __all__ = ["EventDecodeError", "decode_event", "encode_event"]
@@ -44,6 +44,23 @@ def encode_event(event: DomainEvent, headers: dict[str, str] | None = None) -> O
                     latency_ms=event.latency_ms,
                     finish_reason=event.finish_reason,
                     conversation_id=event.conversation_id,
+                )
+            )
+        case RegistryChanged():
+            envelope.registry_changed.CopyFrom(
+                events_pb2.RegistryChanged(entity=event.entity, name=event.name, action=event.action)
+            )
+        case ModelHealthChanged():
+            envelope.model_health_changed.CopyFrom(
+                events_pb2.ModelHealthChanged(
+                    provider=event.provider,
+                    model=event.model,
+                    previous=event.previous,
+                    current=event.current,
+                    error_rate=event.error_rate,
+                    latency_ms=event.latency_ms,
+                    ttft_ms=event.ttft_ms,
+                    replica=event.replica,
                 )
             )
         case _:  # pragma: no cover - DomainEvent is a closed union
@@ -82,6 +99,31 @@ def decode_event(payload: bytes) -> DomainEvent:
                 latency_ms=body.latency_ms,
                 finish_reason=body.finish_reason,
                 conversation_id=body.conversation_id,
+            )
+        case "registry_changed":
+            reg = envelope.registry_changed
+            return RegistryChanged(
+                event_id=envelope.event_id,
+                tenant_id=envelope.tenant_id,
+                occurred_at=occurred_at,
+                entity=reg.entity,
+                name=reg.name,
+                action=reg.action,
+            )
+        case "model_health_changed":
+            h = envelope.model_health_changed
+            return ModelHealthChanged(
+                event_id=envelope.event_id,
+                tenant_id=envelope.tenant_id,
+                occurred_at=occurred_at,
+                provider=h.provider,
+                model=h.model,
+                previous=h.previous,
+                current=h.current,
+                error_rate=h.error_rate,
+                latency_ms=h.latency_ms,
+                ttft_ms=h.ttft_ms,
+                replica=h.replica,
             )
         case _:
             raise EventDecodeError(f"unknown event payload {kind!r} in envelope {envelope.event_id}")

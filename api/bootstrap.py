@@ -22,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.postgres.engine import create_engine
 from adapters.postgres.uow import SqlAlchemyUnitOfWorkFactory
-from adapters.providers.openai import OpenAIProvider
 from adapters.system import SystemClock, TimeOrderedIds
 from adapters.telemetry.metrics import Metrics
 from api.grpc.chat import ChatServicer
@@ -31,6 +30,7 @@ from api.rest.app import create_rest_app
 from api.settings import Settings
 from application.catalog import RegistryCatalog
 from application.chat import CompleteChat, StreamChat
+from application.embeddings import EmbedTexts
 from application.ports import UnitOfWorkFactory
 from application.registry import SeedRegistry
 from domain.cost import Price
@@ -127,6 +127,11 @@ class Backend:
     complete_chat: CompleteChat
     metrics: Metrics
     seed: tuple[list[ProviderSpec], list[ModelRoute]] | None
+    registry: Any = None  # api.registry.RegistryModule on the production path
+    provider_source: Any = None  # what the use cases call: the registry's live pool, or the given clients
+    keys: dict[str, str] = field(default_factory=dict)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _bus: Any = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _grpc: Any = None
     _health: Any = None
@@ -150,7 +155,10 @@ class Backend:
         """Seed the registry, then listen. Ports: settings unless given (0 = any free port)."""
         s = self.settings
         if self.seed is not None:
-            await SeedRegistry(self.uow)(*self.seed)
+            if self.registry is not None:
+                await self.registry.seed(*self.seed, self.keys)  # keys stored encrypted
+            else:
+                await SeedRegistry(self.uow)(*self.seed)
         grpc_port = s.grpc_port if grpc_port is None else grpc_port
         http_port = s.http_port if http_port is None else http_port
         http_sock = bind_socket(s.host, http_port, "HTTP")
@@ -163,12 +171,29 @@ class Backend:
         except (OSError, RuntimeError):
             http_sock.close()
             raise OSError(f"gRPC port {grpc_port} on {s.host} is busy") from None
+        if self.registry is not None:
+            from api.grpc.provider import add_provider_service
+
+            add_provider_service(self._grpc, self.registry.servicer)
         await self._grpc.start()
         await mark_serving(self._health, True)
         app = create_rest_app(
             stream_chat=self.stream_chat, complete_chat=self.complete_chat, tenant_id=s.tenant_id,
             metrics=self.metrics, readiness=self.readiness,
+            catalog=self.catalog, embed_texts=EmbedTexts(self.catalog, self.provider_source),
         )
+        if self.registry is not None:
+            app.register(self.registry.router)
+            ready = asyncio.Event()
+            if s.nats_url:
+                from adapters.nats.bus import JetStreamBus
+
+                self._bus = await JetStreamBus.connect(s.nats_url, name="lumina-backend")
+            self._tasks.append(asyncio.create_task(self.registry.run(
+                self._stop, bus_js=self._bus.js if self._bus else None, stream=self._bus.stream if self._bus else None,
+                ready=ready,
+            ), name="registry"))
+            await asyncio.wait_for(ready.wait(), 10)
         config = uvicorn.Config(app, loop="none", lifespan="on", log_config=None, access_log=False,
                                 timeout_graceful_shutdown=5)
         self._http = _QuietServer(config)
@@ -182,6 +207,7 @@ class Backend:
     async def stop(self) -> None:
         if self._health is not None:
             await mark_serving(self._health, False)
+        self._stop.set()
         if self._http is not None:
             self._http.should_exit = True
         if self._grpc is not None:
@@ -192,6 +218,10 @@ class Backend:
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
         await self.providers.aclose()
+        if self.registry is not None:
+            await self.registry.aclose()
+        if self._bus is not None:
+            await self._bus.close()
         if self.engine is not None:
             await self.engine.dispose()
 
@@ -217,18 +247,29 @@ def build_backend(
         uow = SqlAlchemyUnitOfWorkFactory(engine)
     pool = ProviderPool()
     specs, models, keys = default_registry(settings)
+    chosen_seed = (specs, models) if seed is True else (seed or None)
+    catalog = RegistryCatalog(uow, clock, default_model=settings.default_model)
+    registry = None
     if providers is None:
-        for spec in specs:
-            pool.add(OpenAIProvider(spec.name, api_key=keys[spec.name], base_url=spec.base_url))
+        # production: provider clients are built from the registry (keys decrypted on demand) and
+        # rebuilt when it changes, on this replica or another (RegistryChanged on JetStream)
+        from api.registry import build_registry
+
+        registry = build_registry(
+            uow=uow, catalog=catalog, clock=clock, ids=ids, tenant_id=settings.tenant_id,  # type: ignore[arg-type]
+            data_dir=settings.data_path, metrics=metrics,
+        )
+        source: Any = registry.providers
     else:
         for client in providers:
             pool.add(client)
-    chosen_seed = (specs, models) if seed is True else (seed or None)
-    catalog = RegistryCatalog(uow, clock, default_model=settings.default_model)
-    stream = StreamChat(catalog=catalog, providers=pool, uow=uow, clock=clock, ids=ids)
+        source = pool
+    stream = StreamChat(catalog=catalog, providers=source, uow=uow, clock=clock, ids=ids)
     return Backend(
         settings=settings, engine=engine, uow=uow, providers=pool, catalog=catalog, stream_chat=stream,
-        complete_chat=CompleteChat(stream), metrics=metrics, seed=chosen_seed,  # type: ignore[arg-type]
+        complete_chat=CompleteChat(stream), metrics=metrics, seed=chosen_seed, registry=registry,  # type: ignore[arg-type]
+        provider_source=source,
+        keys=keys,
     )
 
 

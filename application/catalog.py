@@ -38,9 +38,14 @@ class RegistryCatalog:
         self._models = {m.name: m for m in models if m.provider in enabled}
         self._loaded_at = now
 
-    async def resolve(self, model: str) -> ModelRoute:
+    async def resolve(self, model: str, provider: str | None = None) -> ModelRoute:
+        """The route for ``model`` ('' means the default). With ``provider``, the route of that
+        provider: the model's own when it is served there, else the provider's route whose upstream
+        model is ``model``; NotFound names both when it has none."""
         await self._refresh()
         name = model or self._default_model
+        if provider:
+            return self._pinned(name, provider)
         if name:
             route = self._models.get(name)
             if route is None:
@@ -50,6 +55,21 @@ class RegistryCatalog:
         if not defaults:
             raise NotFound("model", "(default)")
         return defaults[0]
+
+    def _pinned(self, name: str, provider: str) -> ModelRoute:
+        route = self._models.get(name) if name else None
+        if route is not None and route.provider == provider:
+            return route
+        theirs = sorted((m for m in self._models.values() if m.provider == provider), key=lambda m: m.name)
+        if name:
+            for candidate in theirs:
+                if candidate.upstream_model == name:
+                    return candidate
+        else:
+            defaults = [m for m in theirs if m.is_default] or theirs
+            if defaults:
+                return defaults[0]
+        raise NotFound("model", f"{name or '(default)'} at provider {provider}")
 
     async def provider(self, name: str) -> ProviderSpec:
         await self._refresh()

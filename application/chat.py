@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from application.ports import ModelCatalog, ProviderClients, UnitOfWorkFactory
+from application.streaming import DEFAULT_BUFFER, buffered
 from domain.chat import (
     ChatRequest,
     Chunk,
@@ -36,7 +37,10 @@ class StreamChat:
     edge can answer with a proper status. Once content has been sent, a provider failure becomes a
     final ``ErrorChunk``. Usage is settled and the event recorded before ``Finish`` is yielded, so a
     client that saw ``Finish`` can rely on the usage row and the outbox event both existing.
-    Closing the returned iterator closes the upstream request.
+
+    The provider is read ahead through a bounded buffer of ``buffer`` chunks (backpressure: a slow
+    client pauses the upstream read). Closing the returned iterator, or cancelling its consumer,
+    closes the upstream request. ``request.provider`` pins the provider serving the model.
     """
 
     def __init__(
@@ -47,7 +51,9 @@ class StreamChat:
         uow: UnitOfWorkFactory,
         clock: Clock,
         ids: IdGenerator,
+        buffer: int = DEFAULT_BUFFER,
     ) -> None:
+        self._buffer = buffer
         self._catalog = catalog
         self._providers = providers
         self._uow = uow
@@ -55,7 +61,7 @@ class StreamChat:
         self._ids = ids
 
     async def __call__(self, tenant_id: str, request: ChatRequest) -> AsyncIterator[Chunk]:
-        route = await self._catalog.resolve(request.model)
+        route = await self._catalog.resolve(request.model, provider=request.provider)
         spec = await self._catalog.provider(route.provider)
         client = self._providers.get(route.provider)
         request_id = self._ids.new_id()
@@ -78,11 +84,12 @@ class StreamChat:
         model, provider, price = route.name, route.provider, route.price
         usage = Usage()
         reason = FinishReason.STOP
+        rest = buffered(upstream, self._buffer)  # the reader task starts on the first read below
         try:
             pending = [first] if first is not None else []
             try:
                 while True:
-                    chunk = pending.pop() if pending else await anext(upstream)
+                    chunk = pending.pop() if pending else await anext(rest)
                     match chunk:
                         case UsageChunk(usage=reported):
                             usage = reported
@@ -99,6 +106,7 @@ class StreamChat:
                 yield ErrorChunk(code=exc.code, message=exc.message, retryable=exc.retryable)
                 return
         finally:
+            await rest.aclose()  # type: ignore[attr-defined]  # cancels the reader, closes upstream
             await upstream.aclose()  # type: ignore[attr-defined]
         cost = price.cost_micros(usage)
         latency_ms = round((self._clock.monotonic() - started) * 1000)
@@ -165,6 +173,7 @@ class ChatAnswer:
     usage: Usage
     cost_micros: int
     finish: Finish
+    reasoning: str = ""
 
 
 class CompleteChat:
@@ -175,6 +184,7 @@ class CompleteChat:
 
     async def __call__(self, tenant_id: str, request: ChatRequest) -> ChatAnswer:
         parts: list[str] = []
+        thoughts: list[str] = []
         calls: dict[int, ToolCallDelta] = {}
         usage, cost, finish = Usage(), 0, Finish(reason=FinishReason.STOP)
         chunks = await self._stream(tenant_id, request)
@@ -182,6 +192,8 @@ class CompleteChat:
             match chunk:
                 case TextDelta(text=text):
                     parts.append(text)
+                case ReasoningDelta(text=text):
+                    thoughts.append(text)
                 case ToolCallDelta(index=index):
                     prev = calls.get(index)
                     calls[index] = chunk if prev is None else ToolCallDelta(
@@ -196,7 +208,9 @@ class CompleteChat:
                     finish = chunk
                 case ErrorChunk(code=code, message=message):
                     raise _error_from_chunk(code, message)
-        return ChatAnswer("".join(parts), tuple(calls[i] for i in sorted(calls)), usage, cost, finish)
+        return ChatAnswer(
+            "".join(parts), tuple(calls[i] for i in sorted(calls)), usage, cost, finish, "".join(thoughts)
+        )
 
 
 def _error_from_chunk(code: str, message: str) -> ProviderError:

@@ -106,8 +106,9 @@ class EventPublisher(Protocol):
 
 
 class ModelCatalog(Protocol):
-    async def resolve(self, model: str) -> ModelRoute:
-        """The route for a model name ('' means the default); raises NotFound."""
+    async def resolve(self, model: str, provider: str | None = None) -> ModelRoute:
+        """The route for a model name ('' means the default), served by ``provider`` when that hint
+        is given; raises NotFound."""
         ...
 
     async def provider(self, name: str) -> ProviderSpec: ...

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import msgspec
 
-__all__ = ["ChatCompleted", "DomainEvent"]
+__all__ = ["ChatCompleted", "DomainEvent", "ModelHealthChanged", "RegistryChanged"]
 
 
 class ChatCompleted(msgspec.Struct, frozen=True, tag="chat_completed"):
@@ -35,4 +35,54 @@ class ChatCompleted(msgspec.Struct, frozen=True, tag="chat_completed"):
         return f"lumina.{self.tenant_id}.{self.aggregate}.{self.event_type}"
 
 
-DomainEvent = ChatCompleted
+class RegistryChanged(msgspec.Struct, frozen=True, tag="registry_changed"):
+    """A provider or model was added, changed, disabled or removed (``entity``: "provider" or
+    "model"; ``action``: "upserted", "removed", "key_set", "discovered"). Replicas reload on it."""
+
+    event_id: str
+    tenant_id: str
+    occurred_at: datetime
+    entity: str
+    name: str
+    action: str
+
+    aggregate = "registry"
+    event_type = "changed"
+
+    @property
+    def aggregate_id(self) -> str:
+        return f"{self.entity}:{self.name}"
+
+    @property
+    def subject(self) -> str:
+        return f"lumina.{self.tenant_id}.{self.aggregate}.{self.event_type}"
+
+
+class ModelHealthChanged(msgspec.Struct, frozen=True, tag="model_health_changed"):
+    """A model's health state changed as seen by one replica (``replica``)."""
+
+    event_id: str
+    tenant_id: str
+    occurred_at: datetime
+    provider: str
+    model: str
+    previous: str
+    current: str
+    error_rate: float
+    latency_ms: int
+    ttft_ms: int
+    replica: str = ""
+
+    aggregate = "health"
+    event_type = "changed"
+
+    @property
+    def aggregate_id(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+    @property
+    def subject(self) -> str:
+        return f"lumina.{self.tenant_id}.{self.aggregate}.{self.event_type}"
+
+
+DomainEvent = ChatCompleted | RegistryChanged | ModelHealthChanged

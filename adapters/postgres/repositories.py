@@ -13,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from adapters.postgres import tables
 from adapters.postgres.errors import translate_errors
 from application.ports import OutboxMessage
-from domain.registry import ModelRoute, ProviderSpec
+from application.registry import StoredSecret
+from domain.cost import Price
+from domain.registry import ModelRoute, PricePoint, ProviderSpec
 from domain.usage import UsageRecord
 
 __all__ = [
@@ -66,6 +68,11 @@ class SqlProviderRepository:
             "output_per_mtok": route.price.output_per_mtok,
             "cached_input_per_mtok": route.price.cached_input_per_mtok,
             "is_default": route.is_default,
+            "capabilities": route.capabilities,
+            "enabled": route.enabled,
+            "available": route.available,
+            "priced": route.priced,
+            "source": route.source,
         }
         stmt = insert(tables.models).values(values)
         stmt = stmt.on_conflict_do_update(
@@ -86,6 +93,77 @@ class SqlProviderRepository:
         async with translate_errors("providers.list_models"):
             result = await self._session.scalars(stmt.execution_options(populate_existing=True))
             return list(result)
+
+    async def get_provider(self, name: str) -> ProviderSpec | None:
+        stmt = sa.select(ProviderSpec).where(tables.providers.c.name == name)
+        async with translate_errors("providers.get_provider"):
+            return (await self._session.scalars(stmt.execution_options(populate_existing=True))).one_or_none()
+
+    async def get_model(self, name: str) -> ModelRoute | None:
+        stmt = sa.select(ModelRoute).where(tables.models.c.name == name)
+        async with translate_errors("providers.get_model"):
+            return (await self._session.scalars(stmt.execution_options(populate_existing=True))).one_or_none()
+
+    async def delete_provider(self, name: str) -> bool:
+        """Delete a provider; its models, prices and secret go with it (ON DELETE CASCADE)."""
+        t = tables.providers
+        async with translate_errors("providers.delete_provider"):
+            result = await self._session.execute(sa.delete(t).where(t.c.name == name).returning(t.c.name))
+            return result.scalar_one_or_none() is not None
+
+    async def delete_model(self, name: str) -> bool:
+        t = tables.models
+        async with translate_errors("providers.delete_model"):
+            result = await self._session.execute(sa.delete(t).where(t.c.name == name).returning(t.c.name))
+            return result.scalar_one_or_none() is not None
+
+    async def add_price(self, point: PricePoint) -> None:
+        t = tables.model_prices
+        values = {
+            "model": point.model,
+            "effective_from": point.effective_from,
+            "input_per_mtok": point.price.input_per_mtok,
+            "output_per_mtok": point.price.output_per_mtok,
+            "cached_input_per_mtok": point.price.cached_input_per_mtok,
+        }
+        stmt = insert(t).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.c.model, t.c.effective_from],
+            set_={k: stmt.excluded[k] for k in values if k not in ("model", "effective_from")},
+        )
+        async with translate_errors("providers.add_price"):
+            await self._session.execute(stmt)
+
+    async def price_history(self, model: str) -> Sequence[PricePoint]:
+        t = tables.model_prices
+        stmt = sa.select(t).where(t.c.model == model).order_by(t.c.effective_from)
+        async with translate_errors("providers.price_history"):
+            rows = (await self._session.execute(stmt)).all()
+        return [
+            PricePoint(r.model, r.effective_from, Price(r.input_per_mtok, r.output_per_mtok, r.cached_input_per_mtok))
+            for r in rows
+        ]
+
+    async def set_secret(self, provider: str, secret: StoredSecret) -> None:
+        t = tables.provider_secrets
+        stmt = insert(t).values(provider=provider, ciphertext=secret.ciphertext, hint=secret.hint)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.c.provider],
+            set_={"ciphertext": stmt.excluded.ciphertext, "hint": stmt.excluded.hint, "updated_at": sa.func.now()},
+        )
+        async with translate_errors("providers.set_secret"):
+            await self._session.execute(stmt)
+
+    async def delete_secret(self, provider: str) -> None:
+        t = tables.provider_secrets
+        async with translate_errors("providers.delete_secret"):
+            await self._session.execute(sa.delete(t).where(t.c.provider == provider))
+
+    async def secrets(self) -> dict[str, StoredSecret]:
+        t = tables.provider_secrets
+        async with translate_errors("providers.secrets"):
+            rows = (await self._session.execute(sa.select(t.c.provider, t.c.ciphertext, t.c.hint))).all()
+        return {r.provider: StoredSecret(bytes(r.ciphertext), r.hint) for r in rows}
 
 
 class SqlOutboxRepository:

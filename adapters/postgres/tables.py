@@ -5,14 +5,20 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import BYTEA, JSONB
 
-from domain.registry import ProviderKind
+import msgspec
+
+from domain.registry import ModelCapabilities, ModelSource, ProviderKind
 
 __all__ = [
+    "CapabilitiesType",
+    "ModelSourceType",
     "ProviderKindType",
     "metadata",
+    "model_prices",
     "models",
     "outbox",
     "processed_events",
+    "provider_secrets",
     "providers",
     "spend_daily",
     "usage_records",
@@ -45,6 +51,30 @@ class ProviderKindType(sa.types.TypeDecorator[ProviderKind]):
         return None if value is None else ProviderKind(value)
 
 
+class ModelSourceType(sa.types.TypeDecorator[ModelSource]):
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: ModelSource | str | None, dialect: sa.Dialect) -> str | None:
+        return None if value is None else ModelSource(value).value
+
+    def process_result_value(self, value: str | None, dialect: sa.Dialect) -> ModelSource | None:
+        return None if value is None else ModelSource(value)
+
+
+class CapabilitiesType(sa.types.TypeDecorator[ModelCapabilities]):
+    """``ModelCapabilities`` as a JSONB object; missing keys take the struct's defaults."""
+
+    impl = JSONB
+    cache_ok = True
+
+    def process_bind_param(self, value: ModelCapabilities | None, dialect: sa.Dialect) -> object:
+        return None if value is None else msgspec.to_builtins(value)
+
+    def process_result_value(self, value: object, dialect: sa.Dialect) -> ModelCapabilities | None:
+        return None if value is None else msgspec.convert(value, ModelCapabilities)
+
+
 # --- registry (revision 0001) ---------------------------------------------------------------
 
 providers = sa.Table(
@@ -73,6 +103,44 @@ models = sa.Table(
     sa.Column("output_per_mtok", sa.Float, nullable=False, server_default="0"),
     sa.Column("cached_input_per_mtok", sa.Float, nullable=False, server_default="0"),
     sa.Column("is_default", sa.Boolean, nullable=False, server_default=sa.false()),
+    # revision 0003
+    sa.Column("capabilities", CapabilitiesType(), nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("available", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("priced", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("source", ModelSourceType(), nullable=False, server_default="manual"),
+)
+
+# --- price history and provider secrets (revision 0003) -------------------------------------
+
+model_prices = sa.Table(
+    "model_prices",
+    metadata,
+    sa.Column(
+        "model",
+        sa.Text,
+        sa.ForeignKey("models.name", onupdate="CASCADE", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("effective_from", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("input_per_mtok", sa.Float, nullable=False),
+    sa.Column("output_per_mtok", sa.Float, nullable=False),
+    sa.Column("cached_input_per_mtok", sa.Float, nullable=False),
+)
+
+provider_secrets = sa.Table(
+    "provider_secrets",
+    metadata,
+    sa.Column(
+        "provider",
+        sa.Text,
+        sa.ForeignKey("providers.name", onupdate="CASCADE", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    # Envelope-encrypted API key (see adapters.secrets); never the plaintext.
+    sa.Column("ciphertext", BYTEA, nullable=False),
+    sa.Column("hint", sa.Text, nullable=False, server_default=""),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
 )
 
 # --- usage (revision 0001) ------------------------------------------------------------------

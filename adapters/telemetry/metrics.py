@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
@@ -29,6 +29,31 @@ class Metrics:
             "lumina_cost_usd", "Spend in US dollars, by provider and model.",
             ["provider", "model"], registry=self.registry,
         )
+
+        self.model_health = Gauge(
+            "lumina_model_health_state", "Model health as seen by this replica: 0 healthy, 1 degraded, 2 unhealthy.",
+            ["provider", "model"], registry=self.registry,
+        )
+        self.model_error_rate = Gauge(
+            "lumina_model_error_rate", "EWMA of the model's request error rate.", ["provider", "model"], registry=self.registry,
+        )
+        self.model_latency = Gauge(
+            "lumina_model_latency_seconds", "EWMA of the model's request latency.", ["provider", "model"], registry=self.registry,
+        )
+        self.model_ttft = Gauge(
+            "lumina_model_ttft_seconds", "EWMA of the model's time to first token.", ["provider", "model"], registry=self.registry,
+        )
+
+    def set_model_health(self, health: object) -> None:
+        """``health``: a ``domain.health.ModelHealth`` (the ``application.health.HealthSink`` port)."""
+        h = health
+        labels = (h.provider, h.model)  # type: ignore[attr-defined]
+        self.model_health.labels(*labels).set(h.state.level)  # type: ignore[attr-defined]
+        self.model_error_rate.labels(*labels).set(h.error_rate)  # type: ignore[attr-defined]
+        if h.latency_s is not None:  # type: ignore[attr-defined]
+            self.model_latency.labels(*labels).set(h.latency_s)  # type: ignore[attr-defined]
+        if h.ttft_s is not None:  # type: ignore[attr-defined]
+            self.model_ttft.labels(*labels).set(h.ttft_s)  # type: ignore[attr-defined]
 
     def observe_request(self, edge: str, method: str, code: str, seconds: float) -> None:
         self.requests.labels(edge, method, code).inc()

@@ -35,6 +35,7 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             usage=encode_chunk(UsageChunk(usage=answer.usage, cost_micros=answer.cost_micros)).usage,
             finish_reason=encode_finish_reason(answer.finish.reason),
             metadata=encode_metadata(meta),
+            reasoning=answer.reasoning,
         )
 
     async def StreamComplete(  # noqa: N802

@@ -28,7 +28,9 @@ def build_grpc_server(
     chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    from api.grpc.provider import SERVICE_NAME as PROVIDER_SERVICE
+
+    reflection.enable_server_reflection((*SERVICES, PROVIDER_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"gRPC port busy or unavailable: {address}")

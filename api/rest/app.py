@@ -14,9 +14,11 @@ from opentelemetry.trace import SpanKind
 
 from adapters.telemetry.metrics import CONTENT_TYPE_LATEST, Metrics
 from adapters.telemetry.tracing import extract_context
-from api.rest.openai_compat import OpenAIController
+from api.rest.anthropic_compat import AnthropicController
+from api.rest.openai_compat import ModelListing, OpenAIController
 from api.rest.problems import EXCEPTION_HANDLERS, problem
 from application.chat import CompleteChat, StreamChat
+from application.embeddings import EmbedTexts
 
 __all__ = ["create_rest_app"]
 
@@ -54,7 +56,8 @@ def _telemetry_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
 
 
 def create_rest_app(
-    *, stream_chat: StreamChat, complete_chat: CompleteChat, tenant_id: str, metrics: Metrics, readiness: Readiness
+    *, stream_chat: StreamChat, complete_chat: CompleteChat, tenant_id: str, metrics: Metrics, readiness: Readiness,
+    catalog: ModelListing | None = None, embed_texts: EmbedTexts | None = None,
 ) -> Litestar:
     @get("/healthz", sync_to_thread=False)
     def healthz() -> dict[str, str]:
@@ -72,10 +75,12 @@ def create_rest_app(
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return Litestar(
-        route_handlers=[healthz, readyz, prometheus, OpenAIController],
+        route_handlers=[healthz, readyz, prometheus, OpenAIController, AnthropicController],
         dependencies={
             "stream_chat": Provide(lambda: stream_chat, sync_to_thread=False),
             "complete_chat": Provide(lambda: complete_chat, sync_to_thread=False),
+            "catalog": Provide(lambda: catalog, sync_to_thread=False),  # GET /v1/models
+            "embed_texts": Provide(lambda: embed_texts, sync_to_thread=False),  # POST /v1/embeddings
             "tenant_id": Provide(lambda: tenant_id, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,

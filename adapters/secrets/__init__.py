@@ -1,0 +1,5 @@
+"""Secret encryption adapters implementing ``application.registry.Kms``."""
+
+from adapters.secrets.local import KmsError, LocalKeyfileKms
+
+__all__ = ["KmsError", "LocalKeyfileKms"]

@@ -1,0 +1,151 @@
+"""REST admin API of the provider registry under ``/admin``: JSON bodies as msgspec Structs,
+errors as problem+json (the app's exception handlers). API keys are write-only: responses carry
+``api_key_set`` and a masked ``api_key_hint``. ``create_admin_router`` returns a Litestar
+``Router`` to register on the backend app (``route_handlers=[..., admin_router]``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+from litestar import Router, delete, get, post, put
+
+from application.health import HealthMonitor
+from application.registry import ProviderView, RegistryAdmin
+from domain.cost import Price
+from domain.registry import ModelCapabilities, ModelRoute, ModelSource, ProviderKind, ProviderSpec
+
+__all__ = ["ModelIn", "ModelOut", "PriceIn", "ProviderIn", "create_admin_router"]
+
+
+class ProviderIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    kind: ProviderKind
+    base_url: str | None = None
+    label: str = ""
+    enabled: bool = True
+    # write-only; omit to keep the stored key
+    api_key: str | None = None
+
+
+class PriceIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+    cached_input_per_mtok: float = 0.0
+    effective_from: datetime | None = None
+
+
+class ModelIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    provider: str
+    upstream_model: str | None = None
+    price: PriceIn | None = None
+    is_default: bool = False
+    capabilities: ModelCapabilities = ModelCapabilities()
+    enabled: bool = True
+
+
+class PriceOut(msgspec.Struct, frozen=True):
+    input_per_mtok: float
+    output_per_mtok: float
+    cached_input_per_mtok: float
+    effective_from: datetime | None = None
+
+
+class ModelOut(msgspec.Struct, frozen=True):
+    name: str
+    provider: str
+    upstream_model: str
+    price: PriceOut | None
+    is_default: bool
+    capabilities: ModelCapabilities
+    enabled: bool
+    available: bool
+    priced: bool
+    source: ModelSource
+
+    @classmethod
+    def of(cls, r: ModelRoute) -> ModelOut:
+        p = r.price
+        price = PriceOut(p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok) if r.priced else None
+        return cls(
+            name=r.name, provider=r.provider, upstream_model=r.upstream_model, price=price, is_default=r.is_default,
+            capabilities=r.capabilities, enabled=r.enabled, available=r.available, priced=r.priced, source=r.source,
+        )
+
+
+class HealthOut(msgspec.Struct, frozen=True):
+    provider: str
+    model: str
+    state: str
+    error_rate: float
+    latency_seconds: float | None
+    ttft_seconds: float | None
+    samples: int
+
+
+def create_admin_router(admin: RegistryAdmin, health: HealthMonitor | None = None) -> Router:
+    @get("/providers")
+    async def list_providers() -> list[ProviderView]:
+        return await admin.list_providers()
+
+    @get("/providers/{name:str}")
+    async def get_provider(name: str) -> ProviderView:
+        return await admin.get_provider(name)
+
+    @put("/providers/{name:str}")
+    async def put_provider(name: str, data: ProviderIn) -> ProviderView:
+        spec = ProviderSpec(name, data.kind, base_url=data.base_url or None, label=data.label, enabled=data.enabled)
+        return await admin.put_provider(spec, data.api_key)
+
+    @delete("/providers/{name:str}", status_code=204)
+    async def delete_provider(name: str) -> None:
+        await admin.delete_provider(name)
+
+    @post("/providers/{name:str}/discover", status_code=200)
+    async def discover(name: str) -> list[ModelOut]:
+        return [ModelOut.of(m) for m in await admin.discover(name)]
+
+    @get("/models")
+    async def list_models(provider: str | None = None) -> list[ModelOut]:
+        return [ModelOut.of(m) for m in await admin.list_models(provider)]
+
+    @get("/models/{name:str}")
+    async def get_model(name: str) -> ModelOut:
+        return ModelOut.of(await admin.get_model(name))
+
+    @put("/models/{name:str}")
+    async def put_model(name: str, data: ModelIn) -> ModelOut:
+        p = data.price
+        route = ModelRoute(
+            name=name, provider=data.provider, upstream_model=data.upstream_model or name,
+            price=Price(p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok) if p else Price(),
+            is_default=data.is_default, capabilities=data.capabilities, enabled=data.enabled, priced=p is not None,
+        )
+        stored = await admin.put_model(route, price_effective_from=p.effective_from if p else None)
+        return ModelOut.of(stored)
+
+    @delete("/models/{name:str}", status_code=204)
+    async def delete_model(name: str) -> None:
+        await admin.delete_model(name)
+
+    @get("/models/{name:str}/prices")
+    async def model_prices(name: str) -> list[PriceOut]:
+        return [
+            PriceOut(p.price.input_per_mtok, p.price.output_per_mtok, p.price.cached_input_per_mtok, p.effective_from)
+            for p in await admin.price_history(name)
+        ]
+
+    @get("/health")
+    async def model_health() -> list[HealthOut]:
+        snapshot = health.snapshot() if health else []
+        return [
+            HealthOut(h.provider, h.model, h.state.value, h.error_rate, h.latency_s, h.ttft_s, h.samples)
+            for h in snapshot
+        ]
+
+    return Router(
+        path="/admin",
+        route_handlers=[
+            list_providers, get_provider, put_provider, delete_provider, discover,
+            list_models, get_model, put_model, delete_model, model_prices, model_health,
+        ],
+    )
