@@ -1,0 +1,42 @@
+"""The backend for benchmarks, in a process of its own on uvloop: ``python -m tools.bench.backend
+--database-url URL --sim-port P``. Prints one line ``ready GRPC_PORT HTTP_PORT`` once it listens;
+stops on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+import uvloop
+
+from api.bootstrap import build_backend
+from api.settings import load_settings
+
+__all__ = ["main"]
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    settings = load_settings({}, database_url=args.database_url, sim_port=args.sim_port, tenant_id="bench")
+    backend = build_backend(settings)
+    await backend.start(grpc_port=0, http_port=0)
+    print(f"ready {backend.grpc_port} {backend.http_port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await backend.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m tools.bench.backend")
+    p.add_argument("--database-url", required=True)
+    p.add_argument("--sim-port", type=int, required=True)
+    uvloop.run(_serve(p.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Lumina's added latency and throughput: the same load through Lumina's OpenAI edge
+(``/v1/chat/completions``) and straight to the simulator, in one run, on one machine.
+
+    .venv/bin/python -m tools.bench.gateway [--requests 2000] [--seconds 8]
+
+Starts embedded Postgres (temporary directory, migrated), the simulator and the backend (uvloop),
+each in a process of its own. The load generator is a minimal HTTP/1.1 keep-alive client (one
+connection per concurrent worker) so that the client costs as little CPU as possible; both
+targets are measured with it alike, and the difference is what Lumina adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import msgspec
+import uvloop
+
+from tools.bench.processes import Stack, running_stack
+
+__all__ = ["main"]
+
+_BODY = msgspec.json.encode({"model": "sim-small", "messages": [{"role": "user", "content": "Say hello."}]})
+_STREAM_BODY = msgspec.json.encode(
+    {"model": "sim-small", "stream": True, "messages": [{"role": "user", "content": "Say hello."}]}
+)
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection: POST a JSON body, read a content-length or chunked answer."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, path: str) -> None:
+        self.reader, self.writer, self.host, self.path = reader, writer, host, path
+
+    @classmethod
+    async def open(cls, port: int, path: str) -> Conn:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer, f"127.0.0.1:{port}", path)
+
+    async def post(self, body: bytes) -> tuple[float, float]:
+        """(seconds to the first body byte, seconds to the end)."""
+        start = time.perf_counter()
+        self.writer.write(
+            b"POST " + self.path.encode() + b" HTTP/1.1\r\nhost: " + self.host.encode()
+            + b"\r\nauthorization: Bearer sim-key\r\ncontent-type: application/json\r\ncontent-length: "
+            + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = head[9:12]
+        if status != b"200":
+            raise RuntimeError(f"HTTP {status.decode()}: {head[:200]!r}")
+        lower = head.lower()
+        first = 0.0
+        if b"transfer-encoding: chunked" in lower:
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
+                data = await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+                if not first and b'"content":"' in data and b'"content":""' not in data:
+                    first = time.perf_counter() - start
+        else:
+            idx = lower.index(b"content-length:") + 15
+            length = int(lower[idx : lower.index(b"\r\n", idx)])
+            await self.reader.readexactly(length)
+            first = time.perf_counter() - start
+        return first, time.perf_counter() - start
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+
+
+async def _sequential(port: int, path: str, body: bytes, n: int) -> tuple[list[float], list[float]]:
+    conn = await Conn.open(port, path)
+    try:
+        for _ in range(50):  # warm-up
+            await conn.post(body)
+        firsts, totals = [], []
+        for _ in range(n):
+            f, t = await conn.post(body)
+            firsts.append(f)
+            totals.append(t)
+        return firsts, totals
+    finally:
+        conn.close()
+
+
+async def _concurrent(port: int, path: str, body: bytes, workers: int, seconds: float) -> tuple[float, list[float]]:
+    conns = [await Conn.open(port, path) for _ in range(workers)]
+    latencies: list[float] = []
+    done = 0
+    await asyncio.gather(*(c.post(body) for c in conns))  # warm-up
+    deadline = time.perf_counter() + seconds
+
+    async def work(conn: Conn) -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            _, t = await conn.post(body)
+            latencies.append(t)
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(work(c) for c in conns))
+    elapsed = time.perf_counter() - started
+    for c in conns:
+        c.close()
+    return done / elapsed, latencies
+
+
+async def _run(stack: Stack, n: int, seconds: float) -> None:
+    targets = {"direct": (stack.sim_port, "/v1/chat/completions"), "lumina": (stack.http_port, "/v1/chat/completions")}
+    print(f"sequential, {n} non-streaming requests each (ms)")
+    seq: dict[str, list[float]] = {}
+    for name, (port, path) in targets.items():
+        _, totals = await _sequential(port, path, _BODY, n)
+        seq[name] = totals
+        print(f"  {name:7s} p50 {_pct(totals, 50):6.2f}  p99 {_pct(totals, 99):6.2f}")
+    print(f"  ADDED   p50 {_pct(seq['lumina'], 50) - _pct(seq['direct'], 50):6.2f}  "
+          f"p99 {_pct(seq['lumina'], 99) - _pct(seq['direct'], 99):6.2f}")
+
+    print(f"sequential, {n} streaming requests each: time to first token (ms)")
+    ttft: dict[str, list[float]] = {}
+    for name, (port, path) in targets.items():
+        firsts, _ = await _sequential(port, path, _STREAM_BODY, n)
+        ttft[name] = firsts
+        print(f"  {name:7s} p50 {_pct(firsts, 50):6.2f}  p99 {_pct(firsts, 99):6.2f}")
+    print(f"  ADDED   p50 {_pct(ttft['lumina'], 50) - _pct(ttft['direct'], 50):6.2f}  "
+          f"p99 {_pct(ttft['lumina'], 99) - _pct(ttft['direct'], 99):6.2f}")
+
+    for workers in (16, 64):
+        print(f"concurrency {workers}, non-streaming, {seconds:.0f} s each")
+        rates: dict[str, tuple[float, list[float]]] = {}
+        for name, (port, path) in targets.items():
+            rates[name] = await _concurrent(port, path, _BODY, workers, seconds)
+            rps, lat = rates[name]
+            print(f"  {name:7s} {rps:8.0f} req/s  p50 {_pct(lat, 50):7.2f}  p99 {_pct(lat, 99):7.2f}")
+        d, lu = rates["direct"][1], rates["lumina"][1]
+        print(f"  ADDED   p50 {_pct(lu, 50) - _pct(d, 50):7.2f}  p99 {_pct(lu, 99) - _pct(d, 99):7.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools.bench.gateway")
+    p.add_argument("--requests", type=int, default=2000, help="sequential requests per target")
+    p.add_argument("--seconds", type=float, default=8.0, help="duration of each concurrent run")
+    args = p.parse_args(argv)
+    with running_stack() as stack:
+        uvloop.run(_run(stack, args.requests, args.seconds))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

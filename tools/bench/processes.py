@@ -1,0 +1,102 @@
+"""Starting what a benchmark measures, each in a process of its own: embedded Postgres (migrated),
+the provider simulator and the backend. ``Stack`` stops them all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Stack", "rss_mib", "running_stack"]
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Stack:
+    sim_port: int
+    sim_pid: int
+    backend_pid: int
+    grpc_port: int
+    http_port: int
+    database_url: str
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.sim_port}/v1"
+
+    @property
+    def lumina_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/v1"
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` in MiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _spawn(args: Sequence[str], ready: re.Pattern[str], what: str, timeout: float = 60.0) -> tuple[subprocess.Popen[str], re.Match[str]]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, *args], cwd=_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        match = ready.search(line)
+        if match:
+            return proc, match
+    proc.kill()
+    raise RuntimeError(f"{what} did not start")
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def running_stack(sim_args: Sequence[str] = ()) -> Iterator[Stack]:
+    """Embedded Postgres in a temporary directory, the simulator (``sim_args``: its CLI options)
+    and the backend on uvloop, all on loopback ports."""
+    from adapters.embedded.postgres import start_embedded_postgres
+    from adapters.postgres.migrate import upgrade
+
+    with tempfile.TemporaryDirectory(prefix="lumina-bench-") as tmp:
+        pg = start_embedded_postgres(Path(tmp) / "pg")
+        procs: list[subprocess.Popen[str]] = []
+        try:
+            upgrade(pg.url)
+            sim, m = _spawn(
+                ["-m", "tools.provider_sim", "--port", "0", *sim_args], re.compile(r"http://127\.0\.0\.1:(\d+)/v1"), "simulator"
+            )
+            procs.append(sim)
+            sim_port = int(m.group(1))
+            backend, m = _spawn(
+                ["-m", "tools.bench.backend", "--database-url", pg.url, "--sim-port", str(sim_port)],
+                re.compile(r"ready (\d+) (\d+)"), "backend",
+            )
+            procs.append(backend)
+            yield Stack(sim_port, sim.pid, backend.pid, int(m.group(1)), int(m.group(2)), pg.url)
+        finally:
+            for proc in reversed(procs):
+                _stop(proc)
+            pg.stop()
