@@ -43,6 +43,12 @@ __all__ = ["Backend", "ProviderPool", "WorkerProcess", "bind_socket", "build_bac
 log = structlog.get_logger("lumina.bootstrap")
 
 SIMULATOR = "simulator"
+_VENDOR_LABELS = {"openai": "OpenAI", "anthropic": "Anthropic", "gemini": "Google Gemini", "deepseek": "DeepSeek", "xai": "xAI"}
+# the cheap, capable model each vendor's key makes the default when it is the first one set
+_DEFAULT_MODELS = {
+    "openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash",
+    "deepseek": "deepseek-chat", "xai": "grok-3-mini",
+}
 
 
 class ProviderPool:
@@ -69,16 +75,23 @@ class ProviderPool:
 def default_registry(settings: Settings) -> tuple[list[ProviderSpec], list[ModelRoute], dict[str, str]]:
     """Providers to register at start: the real vendors whose keys are set; otherwise the provider
     simulator, plainly labelled "simulated". Returns specs, models and each provider's API key."""
+    from adapters.catalog import ShippedCatalogue
+    from domain.registry import merge_catalogue
+
     providers: list[ProviderSpec] = []
     models: list[ModelRoute] = []
     keys: dict[str, str] = {}
-    if settings.openai_api_key:
-        providers.append(ProviderSpec("openai", ProviderKind.OPENAI, base_url=settings.openai_base_url, label="OpenAI"))
-        keys["openai"] = settings.openai_api_key
-        models += [
-            ModelRoute("gpt-4o-mini", "openai", "gpt-4o-mini", Price(0.15, 0.60, 0.075), is_default=True),
-            ModelRoute("gpt-4o", "openai", "gpt-4o", Price(2.50, 10.00, 1.25)),
-        ]
+    catalogue = ShippedCatalogue().entries()
+    for kind, key in settings.vendor_keys.items():
+        base_url = settings.openai_base_url if kind == "openai" else None
+        providers.append(ProviderSpec(kind, ProviderKind(kind), base_url=base_url, label=_VENDOR_LABELS[kind]))
+        keys[kind] = key
+        for route in merge_catalogue(kind, ProviderKind(kind), catalogue, None):
+            if route.name not in {m.name for m in models}:  # the first vendor with a model name serves it
+                route.is_default = len(providers) == 1 and route.name == _DEFAULT_MODELS[kind]
+                models.append(route)
+    if models and not any(m.is_default for m in models):
+        models[0].is_default = True
     simulated = not providers
     providers.append(
         ProviderSpec(

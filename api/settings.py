@@ -20,7 +20,15 @@ __all__ = ["Settings", "SettingsError", "load_settings"]
 
 PREFIX = "LUMINA_"
 # Vendor keys keep their vendors' usual names.
-VENDOR_ENV = {"OPENAI_API_KEY": "openai_api_key", "OPENAI_BASE_URL": "openai_base_url"}
+VENDOR_ENV = {
+    "OPENAI_API_KEY": "openai_api_key",
+    "OPENAI_BASE_URL": "openai_base_url",
+    "ANTHROPIC_API_KEY": "anthropic_api_key",
+    "GEMINI_API_KEY": "gemini_api_key",
+    "GOOGLE_API_KEY": "gemini_api_key",
+    "DEEPSEEK_API_KEY": "deepseek_api_key",
+    "XAI_API_KEY": "xai_api_key",
+}
 
 
 class SettingsError(Exception):
@@ -49,6 +57,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     outbox_poll_interval: float = 0.5
     openai_api_key: str | None = None
     openai_base_url: str | None = None
+    anthropic_api_key: str | None = None
+    gemini_api_key: str | None = None
+    deepseek_api_key: str | None = None
+    xai_api_key: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("grpc_port", "http_port", "web_port", "sim_port"):
@@ -61,6 +73,15 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise SettingsError(f"{env_name('database_url')}: expected a postgresql:// URL")
         if self.outbox_poll_interval <= 0:
             raise SettingsError(f"{env_name('outbox_poll_interval')}: expected a positive number of seconds")
+
+    @property
+    def vendor_keys(self) -> dict[str, str]:
+        """Provider kind -> API key, for the vendors whose key is set."""
+        keys = {
+            "openai": self.openai_api_key, "anthropic": self.anthropic_api_key, "gemini": self.gemini_api_key,
+            "deepseek": self.deepseek_api_key, "xai": self.xai_api_key,
+        }
+        return {kind: key for kind, key in keys.items() if key}
 
     @property
     def data_path(self) -> Path:

@@ -84,7 +84,7 @@ def up(settings: Settings) -> int:
     data = settings.data_path
     data.mkdir(parents=True, exist_ok=True)
     logs = data / "logs"
-    simulated = not settings.openai_api_key
+    simulated = not settings.vendor_keys
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
