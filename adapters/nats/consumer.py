@@ -74,6 +74,12 @@ async def consume(
                 messages = await sub.fetch(batch, timeout=fetch_timeout)
             except nats.errors.TimeoutError:
                 continue
+            except nats.js.errors.APIError as exc:
+                # a status the server answers a pull with under load (e.g. 408/409): not a lost
+                # connection, so try again shortly instead of tearing the consumer down
+                log.warning("fetch refused; retrying", status=exc.code, description=exc.description or "")
+                await asyncio.sleep(min(fetch_timeout, 0.5))
+                continue
             except (nats.errors.Error, OSError) as exc:
                 raise BusUnavailable(f"fetch for {durable} failed: {exc or type(exc).__name__}") from exc
             for msg in messages:
