@@ -1,8 +1,14 @@
 """The model catalog: which provider serves a model name. Read from the registry through the unit
-of work and cached for a short time, so the hot path does not query the database per request."""
+of work and cached for a short time, so the hot path does not query the database per request.
+
+Only the first load (and the first after ``invalidate()``) is waited for. Once the cache is older
+than ``ttl``, the next look-up answers from it and starts one reload in the background (stale while
+revalidate); a failed reload keeps the cached catalog and is tried again on a later look-up."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from collections.abc import Sequence
 
 from application.ports import UnitOfWorkFactory
@@ -22,21 +28,50 @@ class RegistryCatalog:
         self._loaded_at: float | None = None
         self._models: dict[str, ModelRoute] = {}
         self._providers: dict[str, ProviderSpec] = {}
+        self._generation = 0  # bumped by invalidate(): a load started before it is not fresh enough
+        self._reload: asyncio.Task[None] | None = None
+        self._loading: asyncio.Future[None] | None = None
+        self._loading_generation = -1
 
     def invalidate(self) -> None:
         self._loaded_at = None
+        self._generation += 1
 
     async def _refresh(self) -> None:
-        now = self._clock.monotonic()
-        if self._loaded_at is not None and now - self._loaded_at < self._ttl:
+        loaded_at = self._loaded_at
+        if loaded_at is not None:
+            if self._clock.monotonic() - loaded_at >= self._ttl and (self._reload is None or self._reload.done()):
+                self._reload = asyncio.create_task(
+                    self._background_load(), name="catalog-reload", context=contextvars.Context()
+                )
             return
+        # single flight: concurrent first look-ups share one load instead of each taking a connection
+        loading = self._loading
+        if loading is None or loading.done() or self._loading_generation != self._generation:
+            self._loading_generation = self._generation
+            loading = self._loading = asyncio.ensure_future(self._load())
+        await asyncio.shield(loading)
+
+    async def _background_load(self) -> None:
+        try:
+            await self._load(background=True)
+        except Exception:  # noqa: BLE001 - the cached catalog stays; a later look-up retries
+            pass
+
+    async def _load(self, *, background: bool = False) -> None:
+        generation = self._generation
+        now = self._clock.monotonic()
         async with self._uow() as uow:
             providers: Sequence[ProviderSpec] = await uow.providers.list_providers()
             models: Sequence[ModelRoute] = await uow.providers.list_models()
+        fresh = generation == self._generation  # else invalidated meanwhile: the read may predate the change
+        if background and not fresh:
+            return
         self._providers = {p.name: p for p in providers}
         enabled = {p.name for p in providers if p.enabled}
         self._models = {m.name: m for m in models if m.provider in enabled}
-        self._loaded_at = now
+        if fresh:
+            self._loaded_at = now
 
     async def resolve(self, model: str, provider: str | None = None) -> ModelRoute:
         """The route for ``model`` ('' means the default). With ``provider``, the route of that

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from application.ports import ModelCatalog, ProviderClients, UnitOfWorkFactory
+from application.ports import ModelCatalog, ProviderClients, Settlements, UnitOfWorkFactory
+from application.settlement import UnitOfWorkSettlements
 from application.streaming import DEFAULT_BUFFER, buffered
 from domain.chat import (
     ChatRequest,
@@ -21,7 +22,7 @@ from domain.chat import (
     Usage,
     UsageChunk,
 )
-from domain.errors import ProviderError, UpstreamUnavailable
+from domain.errors import ProviderError, Unavailable, UpstreamUnavailable
 from domain.events import ChatCompleted
 from domain.ports import Clock, IdGenerator
 from domain.registry import ModelRoute
@@ -36,7 +37,10 @@ class StreamChat:
     Errors before the first chunk (unknown model, provider refused the request) are raised, so the
     edge can answer with a proper status. Once content has been sent, a provider failure becomes a
     final ``ErrorChunk``. Usage is settled and the event recorded before ``Finish`` is yielded, so a
-    client that saw ``Finish`` can rely on the usage row and the outbox event both existing.
+    client that saw ``Finish`` can rely on the usage row and the outbox event both existing. Settling
+    goes through the ``Settlements`` port (by default one unit of work per request; the composition
+    root may install group commit); when it fails, the stream ends with an ``unavailable``
+    ``ErrorChunk`` instead of ``Finish``.
 
     The provider is read ahead through a bounded buffer of ``buffer`` chunks (backpressure: a slow
     client pauses the upstream read). Closing the returned iterator, or cancelling its consumer,
@@ -52,8 +56,10 @@ class StreamChat:
         clock: Clock,
         ids: IdGenerator,
         buffer: int = DEFAULT_BUFFER,
+        settlements: Settlements | None = None,
     ) -> None:
         self._buffer = buffer
+        self._settlements = settlements or UnitOfWorkSettlements(uow)
         self._catalog = catalog
         self._providers = providers
         self._uow = uow
@@ -111,41 +117,40 @@ class StreamChat:
         cost = price.cost_micros(usage)
         latency_ms = round((self._clock.monotonic() - started) * 1000)
         now = self._clock.now()
-        async with self._uow() as uow:
-            await uow.usage.add(
-                UsageRecord(
-                    request_id=request_id,
-                    tenant_id=tenant_id,
-                    provider=provider,
-                    model=model,
-                    input_tokens=usage.input_tokens,
-                    output_tokens=usage.output_tokens,
-                    cached_input_tokens=usage.cached_input_tokens,
-                    reasoning_tokens=usage.reasoning_tokens,
-                    cost_micros=cost,
-                    latency_ms=latency_ms,
-                    finish_reason=reason.value,
-                    created_at=now,
-                    conversation_id=request.conversation_id,
-                )
-            )
-            uow.record(
-                ChatCompleted(
-                    event_id=self._ids.new_id(),
-                    tenant_id=tenant_id,
-                    occurred_at=now,
-                    request_id=request_id,
-                    provider=provider,
-                    model=model,
-                    input_tokens=usage.input_tokens,
-                    output_tokens=usage.output_tokens,
-                    cost_micros=cost,
-                    latency_ms=latency_ms,
-                    finish_reason=reason.value,
-                    conversation_id=request.conversation_id or "",
-                )
-            )
-            await uow.commit()
+        record = UsageRecord(
+            request_id=request_id,
+            tenant_id=tenant_id,
+            provider=provider,
+            model=model,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cost_micros=cost,
+            latency_ms=latency_ms,
+            finish_reason=reason.value,
+            created_at=now,
+            conversation_id=request.conversation_id,
+        )
+        event = ChatCompleted(
+            event_id=self._ids.new_id(),
+            tenant_id=tenant_id,
+            occurred_at=now,
+            request_id=request_id,
+            provider=provider,
+            model=model,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_micros=cost,
+            latency_ms=latency_ms,
+            finish_reason=reason.value,
+            conversation_id=request.conversation_id or "",
+        )
+        try:
+            await self._settlements.settle(record, event)
+        except Unavailable as exc:
+            yield ErrorChunk(code=Unavailable.code, message=f"usage could not be recorded: {exc.message}", retryable=True)
+            return
         yield UsageChunk(usage=usage, cost_micros=cost)
         yield Finish(
             reason=reason,
@@ -213,7 +218,9 @@ class CompleteChat:
         )
 
 
-def _error_from_chunk(code: str, message: str) -> ProviderError:
+def _error_from_chunk(code: str, message: str) -> ProviderError | Unavailable:
+    if code == Unavailable.code:
+        return Unavailable(message)
     for cls in ProviderError.__subclasses__():
         if cls.code == code:
             return cls(message)

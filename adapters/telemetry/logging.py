@@ -68,5 +68,7 @@ def configure_logging(*, level: str = "info", fmt: str = "json", service: str = 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.INFO) if numeric < logging.INFO else numeric)
-    for noisy in ("uvicorn.access",):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # uvicorn's access log and the HTTP clients' per-request INFO lines ("HTTP Request: POST ...",
+    # one per upstream call) cost a log record each on the hot path and say nothing the metrics don't
+    for noisy in ("uvicorn.access", "httpx", "httpx2", "httpcore", "httpcore2"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))

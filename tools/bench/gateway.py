@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 
 import msgspec
@@ -72,6 +73,13 @@ class Conn:
         self.writer.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far (Linux /proc): the cost per request that other
+    processes on a busy machine do not distort, unlike latency."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
@@ -119,9 +127,12 @@ async def _run(stack: Stack, n: int, seconds: float) -> None:
     print(f"sequential, {n} non-streaming requests each (ms)")
     seq: dict[str, list[float]] = {}
     for name, (port, path) in targets.items():
+        cpu = cpu_seconds(stack.backend_pid)
         _, totals = await _sequential(port, path, _BODY, n)
+        cpu = (cpu_seconds(stack.backend_pid) - cpu) / (n + 50) * 1000
         seq[name] = totals
-        print(f"  {name:7s} p50 {_pct(totals, 50):6.2f}  p99 {_pct(totals, 99):6.2f}")
+        extra = f"  backend CPU {cpu:.2f} ms/request" if name == "lumina" else ""
+        print(f"  {name:7s} p50 {_pct(totals, 50):6.2f}  p99 {_pct(totals, 99):6.2f}{extra}")
     print(f"  ADDED   p50 {_pct(seq['lumina'], 50) - _pct(seq['direct'], 50):6.2f}  "
           f"p99 {_pct(seq['lumina'], 99) - _pct(seq['direct'], 99):6.2f}")
 
@@ -138,9 +149,12 @@ async def _run(stack: Stack, n: int, seconds: float) -> None:
         print(f"concurrency {workers}, non-streaming, {seconds:.0f} s each")
         rates: dict[str, tuple[float, list[float]]] = {}
         for name, (port, path) in targets.items():
+            cpu = cpu_seconds(stack.backend_pid)
             rates[name] = await _concurrent(port, path, _BODY, workers, seconds)
             rps, lat = rates[name]
-            print(f"  {name:7s} {rps:8.0f} req/s  p50 {_pct(lat, 50):7.2f}  p99 {_pct(lat, 99):7.2f}")
+            cpu = (cpu_seconds(stack.backend_pid) - cpu) / max(1, len(lat)) * 1000
+            extra = f"  backend CPU {cpu:.2f} ms/request" if name == "lumina" else ""
+            print(f"  {name:7s} {rps:8.0f} req/s  p50 {_pct(lat, 50):7.2f}  p99 {_pct(lat, 99):7.2f}{extra}")
         d, lu = rates["direct"][1], rates["lumina"][1]
         print(f"  ADDED   p50 {_pct(lu, 50) - _pct(d, 50):7.2f}  p99 {_pct(lu, 99) - _pct(d, 99):7.2f}")
 
