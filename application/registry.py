@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from types import TracebackType
 from typing import Protocol
 
 import msgspec
 
-from application.ports import ProviderRepository
+from application.ports import (
+    ProviderRepository,
+    RegistryUnitOfWork,
+    RegistryUnitOfWorkFactory,
+    StoredSecret,
+)
 from domain.cost import Price
 from domain.errors import InvalidRequest, NotFound
 from domain.events import DomainEvent, RegistryChanged
@@ -50,11 +54,6 @@ __all__ = [
 ]
 
 
-class StoredSecret(msgspec.Struct, frozen=True):
-    ciphertext: bytes
-    hint: str
-
-
 class Kms(Protocol):
     """Key management: encrypt a secret bound to ``context`` (authenticated, not secret);
     ``decrypt`` needs the same context. A local keyfile now, Vault Transit later."""
@@ -78,42 +77,8 @@ class Catalogue(Protocol):
     def entries(self) -> Sequence[CatalogueEntry]: ...
 
 
-class RegistryRepository(ProviderRepository, Protocol):
-    async def get_provider(self, name: str) -> ProviderSpec | None: ...
-
-    async def get_model(self, name: str) -> ModelRoute | None: ...
-
-    async def delete_provider(self, name: str) -> bool: ...
-
-    async def delete_model(self, name: str) -> bool: ...
-
-    async def add_price(self, point: PricePoint) -> None: ...
-
-    async def price_history(self, model: str) -> Sequence[PricePoint]: ...
-
-    async def set_secret(self, provider: str, secret: StoredSecret) -> None: ...
-
-    async def delete_secret(self, provider: str) -> None: ...
-
-    async def secrets(self) -> dict[str, StoredSecret]: ...
-
-
-class RegistryUnitOfWork(Protocol):
-    providers: RegistryRepository
-
-    def record(self, event: DomainEvent) -> None: ...
-
-    async def commit(self) -> None: ...
-
-    async def __aenter__(self) -> RegistryUnitOfWork: ...
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None: ...
-
-
-class RegistryUnitOfWorkFactory(Protocol):
-    def __call__(self) -> RegistryUnitOfWork: ...
+RegistryRepository = ProviderRepository
+"""Former name of the registry's repository port (now ``application.ports.ProviderRepository``)."""
 
 
 def mask_key(key: str) -> str:

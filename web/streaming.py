@@ -1,7 +1,9 @@
 """One chat turn as Server-Sent Events: calls the backend's ``StreamComplete`` over gRPC and turns
 each unified chunk into an HTML fragment for htmx to swap in.
 
-Events, in order: ``delta`` (escaped text, appended), then ``meta`` (provider, model, usage, cost)
+Events, in order: ``reasoning`` (escaped text of the model's visible thinking, appended to the
+turn's collapsible "thinking" block; only for models that expose it), ``delta`` (escaped answer
+text, appended), then ``meta`` (provider, model, usage, cost)
 or ``failure`` (a readable error), and always ``done`` last, which tells the browser to close the
 stream instead of reconnecting. Errors of the gRPC call are translated here, never raised to the
 browser as a stack trace.
@@ -19,6 +21,7 @@ from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from jinja2 import Environment
 from litestar.response import ServerSentEventMessage
 from markupsafe import escape
+from opentelemetry.trace import SpanKind
 
 from lumina_client.lumina.v1 import (
     ChatMessage,
@@ -30,13 +33,12 @@ from lumina_client.lumina.v1 import (
     StreamError,
     Usage,
 )
-from opentelemetry.trace import SpanKind
-
-from web.telemetry import traced_metadata, tracer
 from web.pending import PendingPrompt
+from web.telemetry import traced_metadata, tracer
 
-__all__ = ["DELTA", "DONE", "FAILURE", "META", "answer_events", "describe_grpc_error", "expired_events"]
+__all__ = ["DELTA", "DONE", "FAILURE", "META", "REASONING", "answer_events", "describe_grpc_error", "expired_events"]
 
+REASONING = "reasoning"
 DELTA = "delta"
 META = "meta"
 FAILURE = "failure"
@@ -109,6 +111,8 @@ async def answer_events(
                 match kind, value:
                     case "text_delta", delta if delta.text:
                         yield ServerSentEventMessage(event=DELTA, data=f"<span>{escape(delta.text)}</span>")
+                    case "reasoning_delta", thought if thought.text:
+                        yield ServerSentEventMessage(event=REASONING, data=f"<span>{escape(thought.text)}</span>")
                     case "usage", Usage() as new_usage:
                         usage = new_usage
                     case "finish", Finish() as finish:

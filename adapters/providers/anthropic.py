@@ -372,6 +372,8 @@ class AnthropicProvider:
                     break
                 except (anthropic.AnthropicError, httpx2.HTTPError) as exc:
                     raise self._error(exc) from exc
+                except ValueError as exc:  # an event whose data is not JSON (json.JSONDecodeError)
+                    raise UpstreamUnavailable("malformed stream event from the provider", provider=self.name) from exc
                 match event.type:
                     case "message_start":
                         _count(counts, event.message.usage)

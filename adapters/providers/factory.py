@@ -9,26 +9,38 @@ from domain.errors import ProviderError, UpstreamInvalidRequest, UpstreamUnavail
 from domain.ports import ProviderClient
 from domain.registry import ProviderKind, ProviderSpec
 
-__all__ = ["DEFAULT_BASE_URLS", "ProviderClientFactory", "build_provider"]
+__all__ = ["OPENAI_WIRE_KINDS", "ProviderClientFactory", "build_provider", "default_base_url"]
 
-DEFAULT_BASE_URLS: dict[ProviderKind, str] = {
-    ProviderKind.DEEPSEEK: "https://api.deepseek.com/v1",
-    ProviderKind.XAI: "https://api.x.ai/v1",
+OPENAI_WIRE_KINDS: dict[ProviderKind, str] = {
+    ProviderKind.OPENAI: "openai",
+    ProviderKind.DEEPSEEK: "deepseek",
+    ProviderKind.XAI: "xai",
+    ProviderKind.OPENAI_COMPATIBLE: "local",
 }
+"""Registry kinds served by ``adapters.providers.openai.openai_compatible`` -> its kind name; the
+vendors' default base URLs live there only (``PROVIDER_KINDS``)."""
 
-_OPENAI_WIRE = (ProviderKind.OPENAI, ProviderKind.DEEPSEEK, ProviderKind.XAI, ProviderKind.OPENAI_COMPATIBLE)
+
+def default_base_url(kind: ProviderKind) -> str | None:
+    """The vendor's base URL for an OpenAI-wire kind (None for local servers and other kinds)."""
+    if kind not in OPENAI_WIRE_KINDS:
+        return None
+    from adapters.providers.openai import PROVIDER_KINDS
+
+    return PROVIDER_KINDS[OPENAI_WIRE_KINDS[kind]]
 
 
 def build_provider(spec: ProviderSpec, api_key: str, *, timeout: float = 60.0) -> ProviderClient:
-    base_url = spec.base_url or DEFAULT_BASE_URLS.get(spec.kind)
+    base_url = spec.base_url
     key = api_key or "unused"  # local servers take any key; the SDKs insist on one
     match spec.kind:
-        case kind if kind in _OPENAI_WIRE:
-            if kind is ProviderKind.OPENAI_COMPATIBLE and not base_url:
-                raise UpstreamInvalidRequest(f"provider {spec.name}: openai_compatible needs a base URL")
-            from adapters.providers.openai import OpenAIProvider
+        case kind if kind in OPENAI_WIRE_KINDS:
+            from adapters.providers.openai import openai_compatible
 
-            return OpenAIProvider(spec.name, api_key=key, base_url=base_url, timeout=timeout)
+            try:
+                return openai_compatible(OPENAI_WIRE_KINDS[kind], spec.name, api_key=key, base_url=base_url, timeout=timeout)
+            except ValueError as exc:
+                raise UpstreamInvalidRequest(f"provider {spec.name}: {exc}") from exc
         case ProviderKind.ANTHROPIC:
             from adapters.providers.anthropic import AnthropicProvider  # type: ignore[import-not-found]
 
@@ -49,7 +61,7 @@ class ProviderClientFactory:
         return build_provider(spec, api_key, timeout=self._timeout)
 
     async def list_models(self, spec: ProviderSpec, api_key: str) -> list[str]:
-        base_url = spec.base_url or DEFAULT_BASE_URLS.get(spec.kind)
+        base_url = spec.base_url or default_base_url(spec.kind)
         key = api_key or "unused"
         try:
             if spec.kind is ProviderKind.ANTHROPIC:

@@ -1,7 +1,12 @@
 """REST admin API of the provider registry under ``/admin``: JSON bodies as msgspec Structs,
 errors as problem+json (the app's exception handlers). API keys are write-only: responses carry
 ``api_key_set`` and a masked ``api_key_hint``. ``create_admin_router`` returns a Litestar
-``Router`` to register on the backend app (``route_handlers=[..., admin_router]``)."""
+``Router`` to register on the backend app (``route_handlers=[..., admin_router]``).
+
+Model names may contain ``/`` (``meta-llama/Llama-3-8B`` from a local server), so model routes take
+the rest of the path as the name: ``/admin/models/meta-llama/Llama-3-8B``. Price history is at
+``/admin/prices/{model}``; ``/admin/models/{model}/prices`` still works (a GET whose path ends in
+``/prices`` asks for the history of the model before it)."""
 
 from __future__ import annotations
 
@@ -9,11 +14,18 @@ from datetime import datetime
 
 import msgspec
 from litestar import Router, delete, get, post, put
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from application.health import HealthMonitor
 from application.registry import ProviderView, RegistryAdmin
 from domain.cost import Price
-from domain.registry import ModelCapabilities, ModelRoute, ModelSource, ProviderKind, ProviderSpec
+from domain.registry import (
+    ModelCapabilities,
+    ModelRoute,
+    ModelSource,
+    ProviderKind,
+    ProviderSpec,
+)
 
 __all__ = ["ModelIn", "ModelOut", "PriceIn", "ProviderIn", "create_admin_router"]
 
@@ -82,38 +94,50 @@ class HealthOut(msgspec.Struct, frozen=True):
     samples: int
 
 
+_PRICES = "/prices"
+
+
+def _model_name(path: str) -> str:
+    """The model name of a ``{name:path}`` parameter (which keeps its leading slash)."""
+    return path.lstrip("/")
+
+
 def create_admin_router(admin: RegistryAdmin, health: HealthMonitor | None = None) -> Router:
     @get("/providers")
     async def list_providers() -> list[ProviderView]:
         return await admin.list_providers()
 
     @get("/providers/{name:str}")
-    async def get_provider(name: str) -> ProviderView:
+    async def get_provider(name: FromPath[str]) -> ProviderView:
         return await admin.get_provider(name)
 
     @put("/providers/{name:str}")
-    async def put_provider(name: str, data: ProviderIn) -> ProviderView:
+    async def put_provider(name: FromPath[str], data: JSONBody[ProviderIn]) -> ProviderView:
         spec = ProviderSpec(name, data.kind, base_url=data.base_url or None, label=data.label, enabled=data.enabled)
         return await admin.put_provider(spec, data.api_key)
 
     @delete("/providers/{name:str}", status_code=204)
-    async def delete_provider(name: str) -> None:
+    async def delete_provider(name: FromPath[str]) -> None:
         await admin.delete_provider(name)
 
     @post("/providers/{name:str}/discover", status_code=200)
-    async def discover(name: str) -> list[ModelOut]:
+    async def discover(name: FromPath[str]) -> list[ModelOut]:
         return [ModelOut.of(m) for m in await admin.discover(name)]
 
     @get("/models")
-    async def list_models(provider: str | None = None) -> list[ModelOut]:
+    async def list_models(provider: FromQuery[str | None] = None) -> list[ModelOut]:
         return [ModelOut.of(m) for m in await admin.list_models(provider)]
 
-    @get("/models/{name:str}")
-    async def get_model(name: str) -> ModelOut:
-        return ModelOut.of(await admin.get_model(name))
+    @get("/models/{name:path}")
+    async def get_model(name: FromPath[str]) -> ModelOut | list[PriceOut]:
+        model = _model_name(name)
+        if model.endswith(_PRICES):
+            return await prices_of(model.removesuffix(_PRICES))
+        return ModelOut.of(await admin.get_model(model))
 
-    @put("/models/{name:str}")
-    async def put_model(name: str, data: ModelIn) -> ModelOut:
+    @put("/models/{name:path}")
+    async def put_model(name: FromPath[str], data: JSONBody[ModelIn]) -> ModelOut:
+        name = _model_name(name)
         p = data.price
         route = ModelRoute(
             name=name, provider=data.provider, upstream_model=data.upstream_model or name,
@@ -123,16 +147,19 @@ def create_admin_router(admin: RegistryAdmin, health: HealthMonitor | None = Non
         stored = await admin.put_model(route, price_effective_from=p.effective_from if p else None)
         return ModelOut.of(stored)
 
-    @delete("/models/{name:str}", status_code=204)
-    async def delete_model(name: str) -> None:
-        await admin.delete_model(name)
+    @delete("/models/{name:path}", status_code=204)
+    async def delete_model(name: FromPath[str]) -> None:
+        await admin.delete_model(_model_name(name))
 
-    @get("/models/{name:str}/prices")
-    async def model_prices(name: str) -> list[PriceOut]:
+    async def prices_of(model: str) -> list[PriceOut]:
         return [
             PriceOut(p.price.input_per_mtok, p.price.output_per_mtok, p.price.cached_input_per_mtok, p.effective_from)
-            for p in await admin.price_history(name)
+            for p in await admin.price_history(model)
         ]
+
+    @get("/prices/{name:path}")
+    async def model_prices(name: FromPath[str]) -> list[PriceOut]:
+        return await prices_of(_model_name(name))
 
     @get("/health")
     async def model_health() -> list[HealthOut]:

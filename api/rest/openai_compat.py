@@ -49,9 +49,10 @@ from domain.chat import (
     UsageChunk,
 )
 from domain.errors import InvalidRequest, Unavailable
+from domain.health import HealthState
 from domain.registry import ModelRoute
 
-__all__ = ["ModelListing", "OAChatRequest", "OAEmbeddingRequest", "OpenAIController"]
+__all__ = ["ModelHealthView", "ModelListing", "OAChatRequest", "OAEmbeddingRequest", "OpenAIController"]
 
 _DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+);base64,(?P<data>.+)$", re.DOTALL)
 
@@ -59,6 +60,13 @@ _DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+);base64,(?P<data>.+)$"
 @runtime_checkable
 class ModelListing(Protocol):
     async def models(self) -> Sequence[ModelRoute]: ...
+
+
+@runtime_checkable
+class ModelHealthView(Protocol):
+    """The health monitor as ``GET /v1/models`` reads it (``application.health.HealthMonitor``)."""
+
+    def state(self, provider: str, model: str) -> HealthState: ...
 
 
 # --- request bodies --------------------------------------------------------------------------
@@ -317,14 +325,19 @@ class OpenAIController(Controller):
         return Stream(_render(chunks, created, data.model, include_usage), headers={"cache-control": "no-cache"})
 
     @get("/models")
-    async def list_models(self, catalog: NamedDependency[ModelListing | None]) -> dict[str, Any]:
+    async def list_models(
+        self, catalog: NamedDependency[ModelListing | None], model_health: NamedDependency[ModelHealthView | None] = None
+    ) -> dict[str, Any]:
         if catalog is None:
             raise Unavailable("model listing is not configured on this server")
         routes = await catalog.models()
-        return {
-            "object": "list",
-            "data": [{"id": r.name, "object": "model", "created": 0, "owned_by": r.provider} for r in routes],
-        }
+        data: list[dict[str, Any]] = [
+            {"id": r.name, "object": "model", "created": 0, "owned_by": r.provider} for r in routes
+        ]
+        if model_health is not None:  # Lumina's extra member: this replica's view of each model's health
+            for item, r in zip(data, routes, strict=True):
+                item["lumina"] = {"health": model_health.state(r.provider, r.upstream_model).value}
+        return {"object": "list", "data": data}
 
     @post("/embeddings", status_code=200)
     async def embeddings(

@@ -265,3 +265,71 @@ async def test_closing_the_stream_early_disconnects_upstream(make_provider, sim:
         await asyncio.sleep(0.02)
     stats = await asyncio.to_thread(fetch_stats, sim)
     assert stats.disconnects == before + 1 and stats.recent[-1].disconnected and stats.recent[-1].stream
+
+
+async def test_several_tool_names_give_parallel_tool_use_blocks(make_provider, sim: str) -> None:
+    weather = Tool("weather", parameters={"type": "object", "properties": {"city": {"type": "string"}}})
+    p = make_provider({"x-sim-tool-call": "lookup,weather", "x-sim-chunks": "2"})
+    chunks = await collect(p, ChatRequest((ChatMessage(Role.USER, "go"),), tools=(LOOKUP, weather)))
+    calls = [c for c in chunks if isinstance(c, ToolCallDelta)]
+    starts = [c for c in calls if c.name]
+    assert [(c.index, c.name) for c in starts] == [(0, "lookup"), (1, "weather")]
+    assert len({c.id for c in starts}) == 2
+    args = {i: json.loads("".join(c.arguments_fragment for c in calls if c.index == i)) for i in (0, 1)}
+    assert "query" in args[0] and "city" in args[1]
+    assert chunks[-1] == Finish(FinishReason.TOOL_CALLS)
+    # the JSON answer has the same two blocks
+    async with anthropic.AsyncAnthropic(base_url=sim.removesuffix("/v1"), api_key=KEY, max_retries=0) as client:
+        msg = await client.messages.create(
+            model="claude-haiku-4-5", max_tokens=50, messages=[{"role": "user", "content": "go"}],
+            tools=[{"name": "lookup", "input_schema": {"type": "object"}}, {"name": "weather", "input_schema": {"type": "object"}}],
+            extra_headers={"x-sim-tool-call": "lookup,weather"},
+        )
+    assert [b.name for b in msg.content if b.type == "tool_use"] == ["lookup", "weather"]
+    assert msg.stop_reason == "tool_use"
+
+
+async def test_disconnect_after_n_events_cuts_the_stream(make_provider) -> None:
+    # message_start, content_block_start, ping, then two text deltas: the connection drops
+    p = make_provider({"x-sim-fault": "disconnect-after-5", "x-sim-chunks": "6"})
+    seen: list = []
+    with pytest.raises(UpstreamUnavailable) as info:
+        async for chunk in p.stream("sim-small", HELLO):
+            seen.append(chunk)
+    assert info.value.retryable and len(seen) == 2 and all(isinstance(c, TextDelta) for c in seen)
+
+async def test_transport_faults_of_json_answers(sim: str) -> None:
+    body = {"model": "sim-small", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    async with anthropic.AsyncAnthropic(base_url=sim.removesuffix("/v1"), api_key=KEY, max_retries=0) as client:
+        with pytest.raises(anthropic.APIConnectionError):  # the connection drops before any answer
+            await client.messages.create(**body, extra_headers={"x-sim-fault": "disconnect-after-0"})
+        async with httpx.AsyncClient(base_url=sim.removesuffix("/v1")) as raw:
+            r = await raw.post("/v1/messages", json=body,
+                               headers={"x-api-key": KEY, "anthropic-version": "2023-06-01", "x-sim-fault": "malformed"})
+        assert r.status_code == 200
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(r.content)
+
+
+@pytest.mark.parametrize("fault", ["malformed", "malformed-after-3"])
+async def test_the_simulator_breaks_the_named_event(sim: str, fault: str) -> None:
+    # malformed (= after 1): content_block_start; malformed-after-3: the first text delta
+    async with anthropic.AsyncAnthropic(base_url=sim.removesuffix("/v1"), api_key=KEY, max_retries=0) as client:
+        events: list[str] = []
+        with pytest.raises(ValueError):  # the SDK cannot decode the event
+            async with client.messages.stream(model="sim-small", max_tokens=5, extra_headers={"x-sim-fault": fault},
+                                              messages=[{"role": "user", "content": "hi"}]) as stream:
+                async for event in stream:
+                    events.append(event.type)
+    assert events == (["message_start"] if fault == "malformed" else ["message_start", "content_block_start"])
+
+
+@pytest.mark.parametrize("fault", ["malformed-after-3", "malformed"])
+async def test_malformed_event_is_upstream_unavailable(make_provider, fault: str) -> None:
+    p = make_provider({"x-sim-fault": fault})
+    seen: list = []
+    with pytest.raises(UpstreamUnavailable) as info:
+        async for chunk in p.stream("sim-small", HELLO):
+            seen.append(chunk)
+    assert info.value.retryable and not any(isinstance(c, Finish) for c in seen)
+    assert not any(isinstance(c, TextDelta) for c in seen)  # the broken event comes before any text

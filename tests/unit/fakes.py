@@ -14,6 +14,12 @@
   ``first_time`` wait and answer False; the fake fails the later commit instead of double counting);
 - ``db.fail_next_commit = exc`` makes the next commit raise ``exc`` and change nothing.
 
+The provider registry (``FakeProviderRepository``) keeps providers, models, price history and
+stored keys like the Postgres tables: deletions cascade (a provider takes its models, their prices
+and its key; a model its prices), a model needs its provider and a price its model
+(``IntegrityViolation`` otherwise), listings are ordered by name and prices by date, and reads hand
+out copies, so a caller changing a returned ``ModelRoute`` changes nothing stored.
+
 ``FakePublisher`` records what it was asked to publish, de-duplicates on ``event_id`` like
 JetStream's ``Nats-Msg-Id`` window (``duplicates`` counts the suppressed ones), and can be told to
 fail on the n-th call. Events are encoded to ``OutboxMessage`` with ``fake_encode`` (msgspec JSON),
@@ -22,22 +28,24 @@ so these fakes need neither protobuf nor generated code.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 import msgspec
 
-from application.ports import OutboxMessage
+from application.ports import OutboxMessage, StoredSecret
 from domain.events import DomainEvent
-from domain.registry import ModelRoute, ProviderSpec
+from domain.registry import ModelRoute, PricePoint, ProviderSpec
 from domain.usage import UsageRecord
 
 __all__ = [
     "FakeDatabase",
     "FakeOutboxRow",
+    "FakeProviderRepository",
     "FakePublisher",
     "FakeUnitOfWork",
     "FakeUnitOfWorkFactory",
@@ -76,6 +84,8 @@ class FakeOutboxRow:
     sent: bool = False
 
 
+_T = TypeVar("_T")
+
 SpendKey = tuple[str, str, str]  # tenant_id, day (ISO), model
 
 
@@ -86,6 +96,8 @@ class FakeDatabase:
     usage: dict[str, UsageRecord] = field(default_factory=dict)
     providers: dict[str, ProviderSpec] = field(default_factory=dict)
     models: dict[str, ModelRoute] = field(default_factory=dict)
+    prices: dict[str, list[PricePoint]] = field(default_factory=dict)  # model -> history by date
+    secrets: dict[str, StoredSecret] = field(default_factory=dict)  # provider -> its stored key
     outbox: list[FakeOutboxRow] = field(default_factory=list)
     processed: set[tuple[str, str]] = field(default_factory=set)
     spend: dict[SpendKey, tuple[int, int]] = field(default_factory=dict)  # -> (cost_micros, tokens)
@@ -110,8 +122,11 @@ class _Staged:
 
     def __init__(self) -> None:
         self.usage: dict[str, UsageRecord] = {}
-        self.providers: dict[str, ProviderSpec] = {}
-        self.models: dict[str, ModelRoute] = {}
+        # registry rows written (None: deleted) by this unit of work
+        self.providers: dict[str, ProviderSpec | None] = {}
+        self.models: dict[str, ModelRoute | None] = {}
+        self.prices: dict[str, list[PricePoint] | None] = {}
+        self.secrets: dict[str, StoredSecret | None] = {}
         self.outbox: list[OutboxMessage] = []
         self.sent: set[str] = set()
         self.processed: set[tuple[str, str]] = set()
@@ -129,25 +144,100 @@ class FakeUsageRepository:
         return self._staged.usage.get(request_id) or self._db.usage.get(request_id)
 
 
+def _merged(committed: dict[str, _T], staged: dict[str, _T | None]) -> dict[str, _T]:
+    """Committed rows overlaid with this unit of work's writes and deletions."""
+    merged = {**committed, **staged}
+    return {k: v for k, v in merged.items() if v is not None}
+
+
+def _apply(committed: dict[str, _T], staged: dict[str, _T | None]) -> None:
+    for key, value in staged.items():
+        if value is None:
+            committed.pop(key, None)
+        else:
+            committed[key] = value
+
+
 class FakeProviderRepository:
+    """``ProviderRepository`` over the fake database (see the module docstring)."""
+
     def __init__(self, db: FakeDatabase, staged: _Staged) -> None:
         self._db, self._staged = db, staged
 
+    def _providers(self) -> dict[str, ProviderSpec]:
+        return _merged(self._db.providers, self._staged.providers)
+
+    def _models(self) -> dict[str, ModelRoute]:
+        return _merged(self._db.models, self._staged.models)
+
+    def _secrets(self) -> dict[str, StoredSecret]:
+        return _merged(self._db.secrets, self._staged.secrets)
+
+    def _history(self, model: str) -> list[PricePoint]:
+        if model in self._staged.prices:
+            return list(self._staged.prices[model] or ())
+        return list(self._db.prices.get(model, ()))
+
     async def upsert_provider(self, spec: ProviderSpec) -> None:
-        self._staged.providers[spec.name] = spec
+        self._staged.providers[spec.name] = dataclasses.replace(spec)
 
     async def upsert_model(self, route: ModelRoute) -> None:
-        if route.provider not in self._db.providers and route.provider not in self._staged.providers:
+        if route.provider not in self._providers():
             raise IntegrityViolation(f"model {route.name}: unknown provider {route.provider}")
-        self._staged.models[route.name] = route
+        self._staged.models[route.name] = dataclasses.replace(route)
 
     async def list_providers(self) -> Sequence[ProviderSpec]:
-        merged = {**self._db.providers, **self._staged.providers}
-        return [merged[name] for name in sorted(merged)]
+        merged = self._providers()
+        return [dataclasses.replace(merged[name]) for name in sorted(merged)]
 
     async def list_models(self) -> Sequence[ModelRoute]:
-        merged = {**self._db.models, **self._staged.models}
-        return [merged[name] for name in sorted(merged)]
+        merged = self._models()
+        return [dataclasses.replace(merged[name]) for name in sorted(merged)]
+
+    async def get_provider(self, name: str) -> ProviderSpec | None:
+        spec = self._providers().get(name)
+        return None if spec is None else dataclasses.replace(spec)
+
+    async def get_model(self, name: str) -> ModelRoute | None:
+        route = self._models().get(name)
+        return None if route is None else dataclasses.replace(route)
+
+    async def delete_provider(self, name: str) -> bool:
+        if name not in self._providers():
+            return False
+        for model in [m.name for m in self._models().values() if m.provider == name]:
+            await self.delete_model(model)  # ON DELETE CASCADE
+        self._staged.providers[name] = None
+        self._staged.secrets[name] = None
+        return True
+
+    async def delete_model(self, name: str) -> bool:
+        if name not in self._models():
+            return False
+        self._staged.models[name] = None
+        self._staged.prices[name] = None
+        return True
+
+    async def add_price(self, point: PricePoint) -> None:
+        if point.model not in self._models():
+            raise IntegrityViolation(f"price of {point.model}: unknown model")
+        history = [p for p in self._history(point.model) if p.effective_from != point.effective_from]
+        history.append(point)
+        self._staged.prices[point.model] = sorted(history, key=lambda p: p.effective_from)
+
+    async def price_history(self, model: str) -> Sequence[PricePoint]:
+        return self._history(model)
+
+    async def set_secret(self, provider: str, secret: StoredSecret) -> None:
+        if provider not in self._providers():
+            raise IntegrityViolation(f"key of {provider}: unknown provider")
+        self._staged.secrets[provider] = secret
+
+    async def delete_secret(self, provider: str) -> None:
+        self._staged.secrets[provider] = None
+
+    async def secrets(self) -> dict[str, StoredSecret]:
+        return self._secrets()
 
 
 class FakeOutboxRepository:
@@ -254,8 +344,10 @@ class FakeUnitOfWork:
         if db.processed.intersection(staged.processed):
             raise IntegrityViolation("duplicate processed event")
         db.usage.update(staged.usage)
-        db.providers.update(staged.providers)
-        db.models.update(staged.models)
+        _apply(db.providers, staged.providers)
+        _apply(db.models, staged.models)
+        _apply(db.prices, staged.prices)
+        _apply(db.secrets, staged.secrets)
         for message in staged.outbox:
             db.outbox.append(FakeOutboxRow(next(db._ids), message))
         for row in db.outbox:

@@ -51,6 +51,17 @@ def finish(provider: str = PROVIDER, model: str = MODEL) -> chat_pb2.StreamCompl
     )
 
 
+def thought(text: str) -> chat_pb2.StreamCompleteResponse:
+    return chat_pb2.StreamCompleteResponse(reasoning_delta=chat_pb2.ReasoningDelta(text=text))
+
+
+THOUGHTS = ("The user greets; ", "answer <briefly>.")
+
+
+def reasoned_answer(*texts: str) -> list[object]:
+    return [*(thought(t) for t in THOUGHTS), *answer(*texts)]
+
+
 def answer(*texts: str) -> list[object]:
     return [*(delta(t) for t in texts), usage(12, 4, 150), finish()]
 
@@ -201,6 +212,27 @@ async def test_prompt_streams_scripted_answer_with_metadata(console: str, backen
     assert path.stat().st_size > 10_000
 
 
+async def test_reasoning_shows_in_a_collapsible_thinking_block_above_the_answer(
+    console: str, backend: Backend, page: Page
+) -> None:
+    backend.chat.script = reasoned_answer("Hi", " there.")
+    text = await chat_in_console(page, console, "hello", model="deepseek-reasoner")
+    assert text == "Hi there."  # the reasoning is not part of the answer
+    turn = page.locator("article.msg.assistant").last
+    thinking = turn.locator("details.thinking")
+    assert await thinking.is_visible()
+    assert await turn.locator(".bubble > details.thinking + .answer").count() == 1  # above the answer
+    assert not await turn.locator(".reasoning").is_visible()  # collapsed until opened
+    await thinking.locator("summary").click()
+    assert await turn.locator(".reasoning").inner_text() == "".join(THOUGHTS)
+    await thinking.locator("summary").click()
+    assert not await turn.locator(".reasoning").is_visible()
+    # a turn without reasoning shows no thinking block at all
+    backend.chat.script = answer("Plain.")
+    assert await chat_in_console(page, console, "again") == "Plain."
+    assert not await page.locator("article.msg.assistant").last.locator("details.thinking").is_visible()
+
+
 async def test_markup_in_prompt_and_answer_is_shown_as_text(console: str, backend: Backend, page: Page) -> None:
     backend.chat.script = answer("<img src=x onerror=\"document.title='pwned'\">", " & <b>bold</b>")
     text = await chat_in_console(page, console, "<script>document.title='pwned'</script>")
@@ -247,6 +279,18 @@ async def test_events_arrive_while_the_backend_is_still_streaming(console: str, 
         replay = await stream_events(client, stream_url)
         assert [name for name, _ in replay] == ["failure", "done"]
         assert "no longer available" in replay[0][1]
+
+
+async def test_reasoning_deltas_are_escaped_events_before_the_answer(console: str, backend: Backend) -> None:
+    backend.chat.script = reasoned_answer("ok")
+    async with httpx.AsyncClient(base_url=console, timeout=10) as client:
+        events = await stream_events(client, await post_prompt(client, "think", model="deepseek-reasoner"))
+    assert events[:3] == [
+        ("reasoning", "<span>The user greets; </span>"),
+        ("reasoning", "<span>answer &lt;briefly&gt;.</span>"),
+        ("delta", "<span>ok</span>"),
+    ]
+    assert [name for name, _ in events[3:]] == ["meta", "done"]
 
 
 async def test_closing_the_page_cancels_the_backend_call(console: str, backend: Backend) -> None:

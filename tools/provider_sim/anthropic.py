@@ -17,6 +17,7 @@ give the same words. Behaviour:
   ``tool_choice`` is ``none``), or ``tool_choice {"type":"any"}`` (the first tool) answers with a
   ``tool_use`` block whose input follows X's ``input_schema`` (``{"query": words}`` for a tool
   without properties), streamed as ``input_json_delta`` fragments; ``stop_reason`` ``tool_use``.
+  ``x-sim-tool-call: a,b`` answers one ``tool_use`` block per name, in that order (parallel calls).
 - thinking: ``thinking {"type":"enabled"|"adaptive"}`` adds a ``thinking`` block first
   (``x-sim-reasoning-tokens`` words, 8 when unset) with a ``signature_delta``; its words count
   as output tokens.
@@ -26,7 +27,11 @@ give the same words. Behaviour:
   400 invalid_request_error, 401 authentication_error, 403 permission_error, 404
   not_found_error, 429 rate_limit_error (``retry-after``), 500 api_error, 503/529
   overloaded_error, ``context_length`` a 400 "prompt is too long", ``midstream`` an ``error``
-  event after half of the main block's deltas (a 500 for non-stream requests).
+  event after half of the main block's deltas (a 500 for non-stream requests). The transport
+  faults are the shared ones (``faults``): ``refuse``, ``stall``, ``disconnect-after-N`` (the
+  connection drops after N SSE events; a non-stream request loses it before any answer) and
+  ``malformed[-after-N]`` (event N is not JSON; a non-stream answer is not JSON), slow drip by
+  ``x-sim-chunk-delay-ms``.
 """
 
 from __future__ import annotations
@@ -162,10 +167,16 @@ def _text(content: str | list[Block] | None) -> str:
 # --- the answer -------------------------------------------------------------------------------
 
 
+class _ToolUse(msgspec.Struct):
+    id: str
+    name: str
+    pieces: list[str]  # partial_json fragments
+
+
 class _Answer(msgspec.Struct):
     thinking: list[str]  # thinking_delta pieces (empty: no thinking block)
-    tool: tuple[str, str] | None  # (id, name) of the tool_use block, or None for text
-    pieces: list[str]  # text pieces or partial_json fragments
+    tools: list[_ToolUse]  # tool_use blocks (empty: a text answer)
+    pieces: list[str]  # text pieces (unused when there are tool_use blocks)
     stop_reason: str
     stop_sequence: str | None
     input_tokens: int
@@ -203,19 +214,19 @@ def sample_from_schema(schema: Any, words: tuple[str, ...], depth: int = 0) -> A
     return " ".join(words)
 
 
-def _chosen_tool(req: MessagesRequest, knobs: Knobs) -> tuple[str, dict[str, Any]] | None:
+def _chosen_tools(req: MessagesRequest, knobs: Knobs) -> list[tuple[str, dict[str, Any]]]:
     tools = {t.name: t.input_schema for t in req.tools or ()}
     choice = req.tool_choice
     if choice is not None and choice.type == "none":
-        return None
+        return []
     if choice is not None and choice.type == "tool" and choice.name:
-        return choice.name, tools.get(choice.name, {})
+        return [(choice.name, tools.get(choice.name, {}))]
     if knobs.tool_call is not None:
-        name = knobs.tool_call.split(",")[0].strip()  # one tool_use block: the first name
-        return name, tools.get(name, {})
+        names = [n.strip() for n in knobs.tool_call.split(",") if n.strip()]
+        return [(name, tools.get(name, {})) for name in names]  # one tool_use block per name
     if choice is not None and choice.type == "any" and req.tools:
-        return req.tools[0].name, req.tools[0].input_schema
-    return None
+        return [(req.tools[0].name, req.tools[0].input_schema)]
+    return []
 
 
 def _answer(req: MessagesRequest, knobs: Knobs, p_tokens: int, request_id: str) -> _Answer:
@@ -236,15 +247,16 @@ def _answer(req: MessagesRequest, knobs: Knobs, p_tokens: int, request_id: str) 
         thought = answer_words(digest([*pairs, ("thinking", "")]), count)
         thinking = [(" " if i else "") + " ".join(g) for i, g in enumerate(split_even(thought, knobs.chunks))]
         extra = count
-    chosen = _chosen_tool(req, knobs)
-    tool: tuple[str, str] | None = None
-    if chosen is not None:
-        name, schema = chosen
+    chosen = _chosen_tools(req, knobs)
+    tools: list[_ToolUse] = []
+    pieces = []
+    for i, (name, schema) in enumerate(chosen):
         value = sample_from_schema(schema, words) if schema.get("properties") else {"query": " ".join(words)}
         args = _encode(value).decode()
         size = max(1, -(-len(args) // knobs.chunks))
-        pieces = [args[i : i + size] for i in range(0, len(args), size)]
-        tool = (f"toolu_{request_id.removeprefix('req_')}", name)
+        tid = f"toolu_{request_id.removeprefix('req_')}" + (f"_{i}" if i else "")
+        tools.append(_ToolUse(tid, name, [args[j : j + size] for j in range(0, len(args), size)]))
+    if tools:
         stop_reason = "tool_use" if stop_reason == "end_turn" else stop_reason
     else:
         stops = set(req.stop_sequences or ())
@@ -256,7 +268,7 @@ def _answer(req: MessagesRequest, knobs: Knobs, p_tokens: int, request_id: str) 
     cache_read = min(knobs.cached_tokens, p_tokens)
     return _Answer(
         thinking=thinking,
-        tool=tool,
+        tools=tools,
         pieces=pieces,
         stop_reason=stop_reason,
         stop_sequence=stop_sequence,
@@ -380,11 +392,13 @@ async def _messages(app: SimulatorApp, scope: Scope, receive: Receive, send: Sen
             return app._finish(state, 0)
         if parsed is not None and parsed.kind == "stall":
             return app._finish(state, 200, disconnected=await _faults.stall(send, watch, _SSE_HEADERS))
-        if parsed is not None and parsed.kind in ("disconnect", "malformed"):
-            await _faults.drop_connection(send)  # TODO: cut streams after N events (faults.SseWriter)
+        if parsed is not None and parsed.kind == "disconnect" and not req.stream:
+            await _faults.drop_connection(send)
             return app._finish(state, 0)
         fault = knobs.fault
-        if fault is not None and fault != "context_length" and (fault != "midstream" or not req.stream):
+        if parsed is not None and parsed.kind in ("status", "vendor") and fault != "context_length" and (
+            fault != "midstream" or not req.stream
+        ):
             status, etype, message = _FAULTS.get(fault, (parsed.status if parsed else 500, "api_error", "Simulated."))
             etype = _FAULTS.get(str(status), (0, etype, ""))[1]
             extra = [(b"retry-after", _num(knobs.retry_after))] if status == 429 else None
@@ -399,9 +413,11 @@ async def _messages(app: SimulatorApp, scope: Scope, receive: Receive, send: Sen
         state.completion_tokens = answer.output_tokens
         mid = f"msg_{request_id.removeprefix('req_')}"
         if req.stream:
-            gone = await _stream(app.stats, send, watch, knobs, req.model, mid, request_id, answer)
+            gone = await _stream(app.stats, send, watch, knobs, parsed, req.model, mid, request_id, answer)
             return app._finish(state, 200, disconnected=gone)
-        await _send_json(send, 200, _encode(_message(req.model, mid, answer)), request_id)
+        malformed = parsed is not None and parsed.kind == "malformed"
+        body = _faults.MALFORMED if malformed else _encode(_message(req.model, mid, answer))
+        await _send_json(send, 200, body, request_id)
         return app._finish(state, 200)
     finally:
         watch.close()
@@ -420,11 +436,10 @@ def _message(model: str, mid: str, answer: _Answer) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     if answer.thinking:
         content.append({"type": "thinking", "thinking": "".join(answer.thinking), "signature": "sim-signature"})
-    if answer.tool is not None:
-        tid, name = answer.tool
-        content.append({"type": "tool_use", "id": tid, "name": name,
-                        "input": msgspec.json.decode("".join(answer.pieces))})
-    else:
+    for tool in answer.tools:
+        content.append({"type": "tool_use", "id": tool.id, "name": tool.name,
+                        "input": msgspec.json.decode("".join(tool.pieces))})
+    if not answer.tools:
         content.append({"type": "text", "text": "".join(answer.pieces)})
     return {
         "id": mid, "type": "message", "role": "assistant", "model": model, "content": content,
@@ -433,72 +448,70 @@ def _message(model: str, mid: str, answer: _Answer) -> dict[str, Any]:
     }
 
 
-def _event(name: str, payload: dict[str, Any]) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + _encode(payload) + b"\n\n"
-
-
 async def _stream(
     stats: Stats,
-    send: Send, watch: _DisconnectWatch, knobs: Knobs, model: str, mid: str, request_id: str, answer: _Answer
+    send: Send,
+    watch: _DisconnectWatch,
+    knobs: Knobs,
+    fault: _faults.Fault | None,
+    model: str,
+    mid: str,
+    request_id: str,
+    answer: _Answer,
 ) -> bool:
-    """Send the named SSE events; True when the client went away before the end."""
+    """Send the named SSE events through the shared ``SseWriter`` (slow drip, disconnect-after-N,
+    malformed); True when the client went away before the end."""
+    writer = _faults.SseWriter(send, watch, fault=fault, delay_ms=knobs.chunk_delay_ms)
 
-    async def emit(data: bytes, *, last: bool = False) -> None:
-        await send({"type": "http.response.body", "body": data, "more_body": not last})
+    async def emit(name: str, payload: dict[str, Any]) -> bool:
+        return await writer.event(_encode(payload), name=name)
 
-    headers = [*_SSE_HEADERS, (b"request-id", request_id.encode()), (b"x-request-id", request_id.encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    async def delta(index: int, body: dict[str, Any]) -> bool:
+        sent = await emit("content_block_delta", {"type": "content_block_delta", "index": index, "delta": body})
+        stats.chunks_sent += int(sent)
+        return sent
+
+    await writer.start([*_SSE_HEADERS, (b"request-id", request_id.encode()), (b"x-request-id", request_id.encode())])
     start = {"id": mid, "type": "message", "role": "assistant", "model": model, "content": [],
              "stop_reason": None, "stop_sequence": None, "usage": _usage(answer, 1)}
-    await emit(_event("message_start", {"type": "message_start", "message": start})
-               + _event("ping", {"type": "ping"}))
-    delay = knobs.chunk_delay_ms / 1000
-    index = 0
+    if not await emit("message_start", {"type": "message_start", "message": start}):
+        return writer.gone
+    # (opening block, its deltas) for each content block, in order
+    blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
     if answer.thinking:
-        await emit(_event("content_block_start", {"type": "content_block_start", "index": 0,
-                                                  "content_block": {"type": "thinking", "thinking": "", "signature": ""}}))
-        for piece in answer.thinking:
-            if delay and await watch.pause(delay):
-                return True
-            await emit(_event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                                      "delta": {"type": "thinking_delta", "thinking": piece}}))
-            stats.chunks_sent += 1
-        await emit(_event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                                  "delta": {"type": "signature_delta", "signature": "sim-signature"}})
-                   + _event("content_block_stop", {"type": "content_block_stop", "index": 0}))
-        index = 1
-    if answer.tool is not None:
-        tid, name = answer.tool
-        block: dict[str, Any] = {"type": "tool_use", "id": tid, "name": name, "input": {}}
-    else:
-        block = {"type": "text", "text": ""}
-    await emit(_event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block}))
-    break_at = len(answer.pieces) // 2 if knobs.fault == "midstream" else -1
-    for i, piece in enumerate(answer.pieces):
-        if delay and (i or answer.thinking) and await watch.pause(delay):
-            return True
-        if i == break_at:
-            _, etype, message = _FAULTS["midstream"]
-            await emit(_event("error", {"type": "error", "error": {"type": etype, "message": message}}), last=True)
-            return watch.gone
-        if answer.tool is not None:
-            delta = {"type": "input_json_delta", "partial_json": piece}
-        else:
-            delta = {"type": "text_delta", "text": piece}
-        await emit(_event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
-        stats.chunks_sent += 1
-    if delay and await watch.pause(delay):
-        return True
-    tail = (
-        _event("content_block_stop", {"type": "content_block_stop", "index": index})
-        + _event("message_delta", {"type": "message_delta",
-                                   "delta": {"stop_reason": answer.stop_reason, "stop_sequence": answer.stop_sequence},
-                                   "usage": {"output_tokens": answer.output_tokens}})
-        + _event("message_stop", {"type": "message_stop"})
-    )
-    gone = watch.gone
-    await emit(tail, last=True)
-    return gone
+        blocks.append((
+            {"type": "thinking", "thinking": "", "signature": ""},
+            [{"type": "thinking_delta", "thinking": p} for p in answer.thinking]
+            + [{"type": "signature_delta", "signature": "sim-signature"}],
+        ))
+    for tool in answer.tools:
+        blocks.append((
+            {"type": "tool_use", "id": tool.id, "name": tool.name, "input": {}},
+            [{"type": "input_json_delta", "partial_json": p} for p in tool.pieces],
+        ))
+    if not answer.tools:
+        blocks.append(({"type": "text", "text": ""}, [{"type": "text_delta", "text": p} for p in answer.pieces]))
+    main = len(blocks) - 1  # the midstream fault strikes in the last block
+    for index, (block, deltas) in enumerate(blocks):
+        if not await emit("content_block_start", {"type": "content_block_start", "index": index, "content_block": block}):
+            return writer.gone
+        if index == 0 and not await emit("ping", {"type": "ping"}):  # where the real API sends it
+            return writer.gone
+        break_at = len(deltas) // 2 if knobs.fault == "midstream" and index == main else -1
+        for i, body in enumerate(deltas):
+            if i == break_at:
+                _, etype, message = _FAULTS["midstream"]
+                await emit("error", {"type": "error", "error": {"type": etype, "message": message}})
+                return await writer.end()
+            if not await delta(index, body):
+                return writer.gone
+        if not await emit("content_block_stop", {"type": "content_block_stop", "index": index}):
+            return writer.gone
+    tail = {"type": "message_delta", "delta": {"stop_reason": answer.stop_reason, "stop_sequence": answer.stop_sequence},
+            "usage": {"output_tokens": answer.output_tokens}}
+    if not (await emit("message_delta", tail) and await emit("message_stop", {"type": "message_stop"})):
+        return writer.gone
+    return await writer.end()
 
 
 # --- responses --------------------------------------------------------------------------------
