@@ -12,7 +12,7 @@ from datetime import UTC
 from google.protobuf.message import DecodeError
 
 from application.ports import OutboxMessage
-from domain.events import ChatCompleted, DomainEvent, ModelHealthChanged, RegistryChanged
+from domain.events import AuthenticationAudited, ChatCompleted, DomainEvent, ModelHealthChanged, RegistryChanged
 from lumina.v1 import events_pb2
 
 __all__ = ["EventDecodeError", "decode_event", "encode_event"]
@@ -61,6 +61,16 @@ def encode_event(event: DomainEvent, headers: dict[str, str] | None = None) -> O
                     latency_ms=event.latency_ms,
                     ttft_ms=event.ttft_ms,
                     replica=event.replica,
+                )
+            )
+        case AuthenticationAudited():
+            envelope.authentication_audited.CopyFrom(
+                events_pb2.AuthenticationAudited(
+                    method=event.method,
+                    outcome=event.outcome,
+                    user_id=event.user_id,
+                    reason=event.reason,
+                    client_address=event.client_address,
                 )
             )
         case _:  # pragma: no cover - DomainEvent is a closed union
@@ -124,6 +134,18 @@ def decode_event(payload: bytes) -> DomainEvent:
                 latency_ms=h.latency_ms,
                 ttft_ms=h.ttft_ms,
                 replica=h.replica,
+            )
+        case "authentication_audited":
+            a = envelope.authentication_audited
+            return AuthenticationAudited(
+                event_id=envelope.event_id,
+                tenant_id=envelope.tenant_id,
+                occurred_at=occurred_at,
+                method=a.method,
+                outcome=a.outcome,
+                user_id=a.user_id,
+                reason=a.reason,
+                client_address=a.client_address,
             )
         case _:
             raise EventDecodeError(f"unknown event payload {kind!r} in envelope {envelope.event_id}")

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import msgspec
 
-__all__ = ["ChatCompleted", "DomainEvent", "ModelHealthChanged", "RegistryChanged"]
+__all__ = ["AuthenticationAudited", "ChatCompleted", "DomainEvent", "ModelHealthChanged", "RegistryChanged"]
 
 
 class ChatCompleted(msgspec.Struct, frozen=True, tag="chat_completed"):
@@ -85,4 +85,32 @@ class ModelHealthChanged(msgspec.Struct, frozen=True, tag="model_health_changed"
         return f"lumina.{self.tenant_id}.{self.aggregate}.{self.event_type}"
 
 
-DomainEvent = ChatCompleted | RegistryChanged | ModelHealthChanged
+class AuthenticationAudited(msgspec.Struct, frozen=True, tag="authentication_audited"):
+    """One authentication outcome, for the audit trail (ASVS V6.3, V16). ``method``: "password",
+    "totp", "recovery_code", "passkey", "api_key", "session", "password_reset", "oidc";
+    ``outcome``: "succeeded", "failed", "locked_out", "enrolled", "revoked", "requested";
+    ``reason`` is the server-side cause of a failure (never shown to the caller, never a secret);
+    ``user_id`` is empty when no account matched."""
+
+    event_id: str
+    tenant_id: str
+    occurred_at: datetime
+    method: str
+    outcome: str
+    user_id: str = ""
+    reason: str = ""
+    client_address: str = ""
+
+    aggregate = "auth"
+    event_type = "audited"
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.user_id or "-"
+
+    @property
+    def subject(self) -> str:
+        return f"lumina.{self.tenant_id}.{self.aggregate}.{self.event_type}"
+
+
+DomainEvent = ChatCompleted | RegistryChanged | ModelHealthChanged | AuthenticationAudited

@@ -1,0 +1,101 @@
+"""Account recovery by email: single-use, short-lived reset tokens stored hashed, mailed through
+the mail outbox. A reset sets the password and ends every session; it never signs in, so an account
+with a second factor still needs it at the next login (recovery never bypasses MFA)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from application.identity.accounts import check_new_password
+from application.identity.context import IdentityContext, audit
+from application.identity.ports import MailMessage, MailSender
+from domain.errors import InvalidRequest
+from domain.identity import InvalidCredentials, PasswordResetToken, normalize_email, validate_tenant_id
+
+__all__ = ["DeliverMail", "RequestPasswordReset", "ResetPassword"]
+
+
+class RequestPasswordReset:
+    """Always answers the same way (nothing tells whether the account exists). When it does, a
+    reset link is queued for mail in the same transaction as the token's hash."""
+
+    def __init__(self, ctx: IdentityContext) -> None:
+        self._ctx = ctx
+
+    async def __call__(self, tenant_id: str, email: str, *, client: str = "") -> None:
+        ctx = self._ctx
+        try:
+            tenant_id = validate_tenant_id(tenant_id)
+            email = normalize_email(email)
+        except InvalidRequest:
+            return
+        async with ctx.uow() as uow:
+            user = await uow.users.by_email(tenant_id, email)
+            if user is None or user.disabled:
+                audit(ctx, uow, tenant_id, "password_reset", "requested", reason="unknown account", client=client)
+                await uow.commit()
+                return
+            token = ctx.secrets.token(32)
+            now = ctx.clock.now()
+            await uow.reset_tokens.add(
+                PasswordResetToken(
+                    token_hash=ctx.secrets.digest(token), user_id=user.id, tenant_id=tenant_id,
+                    expires_at=now + timedelta(seconds=ctx.reset_ttl_seconds),
+                )
+            )
+            minutes = max(1, ctx.reset_ttl_seconds // 60)
+            await uow.mail.add(
+                MailMessage(
+                    id=ctx.ids.new_id(), to=user.email, subject="Reset your Lumina password",
+                    body=(
+                        f"Someone asked to reset the password of your Lumina account.\n\n"
+                        f"Open this link within {minutes} minutes to choose a new one:\n{ctx.reset_url}{token}\n\n"
+                        "If it was not you, ignore this message; your password stays as it is.\n"
+                    ),
+                )
+            )
+            audit(ctx, uow, tenant_id, "password_reset", "requested", user_id=user.id, client=client)
+            await uow.commit()
+
+
+class ResetPassword:
+    """Token + new password. The token is consumed atomically (single use) and must be unexpired."""
+
+    def __init__(self, ctx: IdentityContext) -> None:
+        self._ctx = ctx
+
+    async def __call__(self, token: str, new_password: str, *, client: str = "") -> None:
+        ctx = self._ctx
+        async with ctx.uow() as uow:
+            consumed = await uow.reset_tokens.consume(ctx.secrets.digest(token), ctx.clock.now()) if token else None
+            user = await uow.users.get(consumed.tenant_id, consumed.user_id) if consumed else None
+            if consumed is None or user is None:
+                audit(ctx, uow, "", "password_reset", "failed", reason="unknown, used or expired token", client=client)
+                await uow.commit()
+                raise InvalidCredentials("unknown, used or expired token")
+            # A weak password fails before anything is committed: the token stays usable.
+            check_new_password(ctx, new_password, [user.email, user.display_name, user.email.split("@")[0]])
+            await uow.users.set_password_hash(user.tenant_id, user.id, await asyncio.to_thread(ctx.hasher.hash, new_password))
+            await uow.sessions.delete_for_user(user.tenant_id, user.id)
+            audit(ctx, uow, user.tenant_id, "password_reset", "succeeded", user_id=user.id, client=client)
+            await uow.commit()
+
+
+class DeliverMail:
+    """The mail relay: send what the outbox holds, mark it sent (body wiped). Returns how many."""
+
+    def __init__(self, ctx: IdentityContext, sender: MailSender, batch: int = 20) -> None:
+        self._ctx = ctx
+        self._sender = sender
+        self._batch = batch
+
+    async def __call__(self) -> int:
+        sent = 0
+        async with self._ctx.uow() as uow:
+            for message in await uow.mail.claim_unsent(self._batch):
+                await self._sender.send(message)
+                await uow.mail.mark_sent(message.id, self._ctx.clock.now())
+                sent += 1
+            await uow.commit()
+        return sent
