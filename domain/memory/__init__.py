@@ -1,0 +1,1 @@
+"""Memory: vectors and their filters (the memory graph and its ranking live beside them)."""
