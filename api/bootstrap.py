@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.postgres.engine import create_engine
+from adapters.postgres.settlement import PostgresSettlements
 from adapters.postgres.uow import SqlAlchemyUnitOfWorkFactory
 from adapters.system import SystemClock, TimeOrderedIds
 from adapters.telemetry.metrics import Metrics
@@ -143,6 +144,7 @@ class Backend:
     registry: Any = None  # api.registry.RegistryModule on the production path
     provider_source: Any = None  # what the use cases call: the registry's live pool, or the given clients
     keys: dict[str, str] = field(default_factory=dict)
+    settlements: PostgresSettlements | None = None  # group commit of usage + events (None: per-request UoW)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _bus: Any = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -194,6 +196,7 @@ class Backend:
             stream_chat=self.stream_chat, complete_chat=self.complete_chat, tenant_id=s.tenant_id,
             metrics=self.metrics, readiness=self.readiness,
             catalog=self.catalog, embed_texts=EmbedTexts(self.catalog, self.provider_source),
+            model_health=self.registry.health if self.registry is not None else None,
         )
         if self.registry is not None:
             app.register(self.registry.router)
@@ -235,6 +238,8 @@ class Backend:
             await self.registry.aclose()
         if self._bus is not None:
             await self._bus.close()
+        if self.settlements is not None:
+            await self.settlements.aclose()
         if self.engine is not None:
             await self.engine.dispose()
 
@@ -253,11 +258,13 @@ def build_backend(
     ids = ids or TimeOrderedIds()
     metrics = metrics or Metrics()
     engine = None
+    settlements = None
     if uow is None:
         if not settings.database_url:
             raise ValueError("LUMINA_DATABASE_URL is not set (`lumina up` sets it for the embedded database)")
         engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
         uow = SqlAlchemyUnitOfWorkFactory(engine)
+        settlements = PostgresSettlements(engine)
     pool = ProviderPool()
     specs, models, keys = default_registry(settings)
     chosen_seed = (specs, models) if seed is True else (seed or None)
@@ -277,12 +284,12 @@ def build_backend(
         for client in providers:
             pool.add(client)
         source = pool
-    stream = StreamChat(catalog=catalog, providers=source, uow=uow, clock=clock, ids=ids)
+    stream = StreamChat(catalog=catalog, providers=source, uow=uow, clock=clock, ids=ids, settlements=settlements)
     return Backend(
         settings=settings, engine=engine, uow=uow, providers=pool, catalog=catalog, stream_chat=stream,
         complete_chat=CompleteChat(stream), metrics=metrics, seed=chosen_seed, registry=registry,  # type: ignore[arg-type]
         provider_source=source,
-        keys=keys,
+        keys=keys, settlements=settlements,
     )
 
 

@@ -9,11 +9,13 @@ from typing import Protocol
 import msgspec
 
 from domain.events import DomainEvent
+from domain.memory.vectors import MetadataFilter, QueryHit, VectorRecord
 from domain.ports import ProviderClient
-from domain.registry import ModelRoute, ProviderSpec
+from domain.registry import ModelRoute, PricePoint, ProviderSpec
 from domain.usage import UsageRecord
 
 __all__ = [
+    "Embedder",
     "EventPublisher",
     "ModelCatalog",
     "OutboxMessage",
@@ -21,11 +23,28 @@ __all__ = [
     "ProcessedEvents",
     "ProviderClients",
     "ProviderRepository",
+    "RegistryUnitOfWork",
+    "RegistryUnitOfWorkFactory",
+    "Settlements",
     "SpendRepository",
+    "StoredSecret",
     "UnitOfWork",
     "UnitOfWorkFactory",
     "UsageRepository",
+    "VectorStore",
 ]
+
+
+class Embedder(Protocol):
+    """Text embeddings from one model: ``model`` names it (vectors from different models are not
+    comparable), ``dimensions`` is each vector's length."""
+
+    dimensions: int
+    model: str
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text, in order (unit length for cosine-similarity models)."""
+        ...
 
 
 class OutboxMessage(msgspec.Struct, frozen=True):
@@ -43,14 +62,57 @@ class UsageRepository(Protocol):
     async def get(self, request_id: str) -> UsageRecord | None: ...
 
 
+class StoredSecret(msgspec.Struct, frozen=True):
+    """A provider's API key as stored: ciphertext from the ``Kms`` plus a masked ``hint``."""
+
+    ciphertext: bytes
+    hint: str
+
+
 class ProviderRepository(Protocol):
+    """The provider registry's tables: providers, models, price history and encrypted keys.
+    Deleting a provider deletes its models, their prices and its key; deleting a model deletes
+    its prices. ``upsert_model`` and ``add_price`` need the provider / model to exist."""
+
     async def upsert_provider(self, spec: ProviderSpec) -> None: ...
 
     async def upsert_model(self, route: ModelRoute) -> None: ...
 
-    async def list_providers(self) -> Sequence[ProviderSpec]: ...
+    async def list_providers(self) -> Sequence[ProviderSpec]:
+        """Ordered by name."""
+        ...
 
-    async def list_models(self) -> Sequence[ModelRoute]: ...
+    async def list_models(self) -> Sequence[ModelRoute]:
+        """Ordered by name."""
+        ...
+
+    async def get_provider(self, name: str) -> ProviderSpec | None: ...
+
+    async def get_model(self, name: str) -> ModelRoute | None: ...
+
+    async def delete_provider(self, name: str) -> bool:
+        """False when there was no such provider."""
+        ...
+
+    async def delete_model(self, name: str) -> bool:
+        """False when there was no such model."""
+        ...
+
+    async def add_price(self, point: PricePoint) -> None:
+        """Add a price period (replacing one with the same ``effective_from``)."""
+        ...
+
+    async def price_history(self, model: str) -> Sequence[PricePoint]:
+        """Ordered by ``effective_from``."""
+        ...
+
+    async def set_secret(self, provider: str, secret: StoredSecret) -> None: ...
+
+    async def delete_secret(self, provider: str) -> None: ...
+
+    async def secrets(self) -> dict[str, StoredSecret]:
+        """Provider name -> its stored key."""
+        ...
 
 
 class OutboxRepository(Protocol):
@@ -99,10 +161,41 @@ class UnitOfWorkFactory(Protocol):
     def __call__(self) -> UnitOfWork: ...
 
 
+class RegistryUnitOfWork(Protocol):
+    """The part of ``UnitOfWork`` the registry's use cases need."""
+
+    providers: ProviderRepository
+
+    def record(self, event: DomainEvent) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def __aenter__(self) -> RegistryUnitOfWork: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+class RegistryUnitOfWorkFactory(Protocol):
+    def __call__(self) -> RegistryUnitOfWork: ...
+
+
 class EventPublisher(Protocol):
     async def publish(self, message: OutboxMessage) -> None:
         """Publish durably (JetStream ack awaited); de-duplicated on ``event_id``."""
         ...
+
+
+class Settlements(Protocol):
+    """Makes a finished request's usage row and its event durable, together.
+
+    ``settle`` returns only once the row and the event's outbox message are both committed (an
+    implementation may share one transaction between concurrent requests: group commit). It raises
+    ``domain.errors.Unavailable`` when they could not be committed; the caller then must not report
+    the request as finished."""
+
+    async def settle(self, record: UsageRecord, event: DomainEvent) -> None: ...
 
 
 class ModelCatalog(Protocol):
@@ -116,3 +209,29 @@ class ModelCatalog(Protocol):
 
 class ProviderClients(Protocol):
     def get(self, provider: str) -> ProviderClient: ...
+
+
+class VectorStore(Protocol):
+    """Embeddings in one collection (one dimension, cosine similarity), always scoped to a tenant:
+    no call reads, replaces or deletes another tenant's records. Ids are unique per tenant.
+
+    Raises ``InvalidRequest`` for a bad vector (wrong dimension, zero, non-finite), a ``k``
+    outside 1..``MAX_K`` or a record whose ``tenant_id`` differs from ``tenant_id``;
+    ``Unavailable`` when the store cannot be reached."""
+
+    @property
+    def dimension(self) -> int: ...
+
+    async def upsert(self, tenant_id: str, records: Sequence[VectorRecord]) -> None:
+        """Insert, or replace (vector, metadata and text) records with the same id."""
+        ...
+
+    async def delete(self, tenant_id: str, ids: Sequence[str]) -> None:
+        """Delete these ids; unknown ids are ignored."""
+        ...
+
+    async def query(
+        self, tenant_id: str, vector: Sequence[float], k: int, filter: MetadataFilter | None = None
+    ) -> list[QueryHit]:
+        """At most ``k`` records matching ``filter``, nearest first (highest cosine similarity)."""
+        ...

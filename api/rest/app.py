@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind
 from adapters.telemetry.metrics import CONTENT_TYPE_LATEST, Metrics
 from adapters.telemetry.tracing import extract_context
 from api.rest.anthropic_compat import AnthropicController
-from api.rest.openai_compat import ModelListing, OpenAIController
+from api.rest.openai_compat import ModelListing, OpenAIController, ModelHealthView
 from api.rest.problems import EXCEPTION_HANDLERS, problem
 from application.chat import CompleteChat, StreamChat
 from application.embeddings import EmbedTexts
@@ -23,6 +23,8 @@ from application.embeddings import EmbedTexts
 __all__ = ["create_rest_app"]
 
 Readiness = Callable[[], Awaitable[dict[str, str]]]
+
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 
 
 def _telemetry_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
@@ -35,8 +37,11 @@ def _telemetry_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
                 return
             started = time.perf_counter()
             status = {"code": 500}
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
             route = scope.get("path", "")
+            # only the W3C trace headers matter to the propagator; skip decoding the others
+            headers = {
+                k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ()) if k in _TRACE_HEADERS
+            }
 
             async def send_wrapper(message: Any) -> None:
                 if message["type"] == "http.response.start":
@@ -58,6 +63,7 @@ def _telemetry_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
 def create_rest_app(
     *, stream_chat: StreamChat, complete_chat: CompleteChat, tenant_id: str, metrics: Metrics, readiness: Readiness,
     catalog: ModelListing | None = None, embed_texts: EmbedTexts | None = None,
+    model_health: ModelHealthView | None = None,
 ) -> Litestar:
     @get("/healthz", sync_to_thread=False)
     def healthz() -> dict[str, str]:
@@ -81,11 +87,16 @@ def create_rest_app(
             "complete_chat": Provide(lambda: complete_chat, sync_to_thread=False),
             "catalog": Provide(lambda: catalog, sync_to_thread=False),  # GET /v1/models
             "embed_texts": Provide(lambda: embed_texts, sync_to_thread=False),  # POST /v1/embeddings
+            "model_health": Provide(lambda: model_health, sync_to_thread=False),  # health in GET /v1/models
             "tenant_id": Provide(lambda: tenant_id, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[_telemetry_middleware(metrics)],
         openapi_config=None,
+        # Logging is configured once by the process (adapters.telemetry.logging). Litestar's default
+        # would re-point the root logger at its own queue handler at INFO, so every upstream
+        # request's httpx log line would cost a record, a queue hand-off and a thread wake-up.
+        logging_config=None,
         debug=False,
     )
 
