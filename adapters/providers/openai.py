@@ -1,17 +1,26 @@
 """``ProviderClient`` for OpenAI and OpenAI-compatible servers (DeepSeek, xAI Grok, vLLM, Ollama,
 llama.cpp, the simulator), through the official ``openai`` SDK.
 
+The SDK is the transport and client: auth, base URL, headers, timeouts, retries (off) and its
+error classes (HTTP status errors are raised by the SDK as before). On the hot path the adapter
+skips the SDK's per-request parameter transformation and per-chunk pydantic models: the request
+body is a plain dict encoded with msgspec, sent with ``AsyncOpenAI.post(..., stream=True)``, and
+the raw SSE ``data:`` lines are decoded with msgspec into minimal Structs (``ChunkWire``) holding
+only what the domain chunks need.
+
 ``openai_compatible(kind, name, ...)`` builds one with the vendor's default base URL.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import httpx2
+import msgspec
 import openai
-from openai.types.chat import ChatCompletionChunk
-from openai.types.completion_usage import CompletionUsage
 
 from adapters.providers.errors import translate_openai_error
 from domain.chat import (
@@ -37,12 +46,19 @@ from domain.chat import (
 )
 from domain.errors import UpstreamUnavailable
 
+if TYPE_CHECKING:
+    from openai.types.completion_usage import CompletionUsage
+
 __all__ = [
     "DEEPSEEK_BASE_URL",
+    "MAX_POOLS",
     "OPENAI_BASE_URL",
+    "POOL_STREAMS",
     "PROVIDER_KINDS",
     "XAI_BASE_URL",
+    "ChunkWire",
     "OpenAIProvider",
+    "SSEDataLines",
     "openai_compatible",
     "to_openai_messages",
     "to_openai_params",
@@ -167,7 +183,127 @@ def to_openai_params(
     return params
 
 
-def to_usage(usage: CompletionUsage) -> Usage:
+# --- the wire: only the fields the domain chunks need, decoded by msgspec (unknown fields ignored) ---
+
+
+class FunctionWire(msgspec.Struct, frozen=True, gc=False):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallWire(msgspec.Struct, frozen=True, gc=False):
+    index: int = 0
+    id: str | None = None
+    function: FunctionWire | None = None
+
+
+class DeltaWire(msgspec.Struct, frozen=True, gc=False):
+    content: str | None = None
+    refusal: str | None = None
+    reasoning_content: Any = None  # DeepSeek (and vLLM's deepseek parser)
+    reasoning: Any = None  # newer vLLM, Ollama
+    tool_calls: list[ToolCallWire] | None = None
+
+
+class ChoiceWire(msgspec.Struct, frozen=True, gc=False):
+    index: int = 0
+    delta: DeltaWire | None = None
+    finish_reason: str | None = None
+
+
+class PromptDetailsWire(msgspec.Struct, frozen=True, gc=False):
+    cached_tokens: int | None = None
+
+
+class CompletionDetailsWire(msgspec.Struct, frozen=True, gc=False):
+    reasoning_tokens: int | None = None
+
+
+class UsageWire(msgspec.Struct, frozen=True, gc=False):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    prompt_tokens_details: PromptDetailsWire | None = None
+    completion_tokens_details: CompletionDetailsWire | None = None
+
+
+class ChunkWire(msgspec.Struct, frozen=True):
+    """One ``chat.completion.chunk`` (or an error event: ``{"error": {...}}``) as far as Lumina reads it."""
+
+    choices: list[ChoiceWire] | None = None
+    usage: UsageWire | None = None
+    error: Any = None
+
+
+class _EmbeddingWire(msgspec.Struct, frozen=True, gc=False):
+    embedding: list[float]
+    index: int = 0
+
+
+class _EmbeddingUsageWire(msgspec.Struct, frozen=True, gc=False):
+    prompt_tokens: int | None = None
+
+
+class _EmbeddingsWire(msgspec.Struct, frozen=True):
+    data: list[_EmbeddingWire]
+    usage: _EmbeddingUsageWire | None = None
+
+
+_CHUNK_DECODER = msgspec.json.Decoder(ChunkWire)
+_EMBEDDINGS_DECODER = msgspec.json.Decoder(_EmbeddingsWire)
+_ENCODER = msgspec.json.Encoder()
+_AUTH = {"security": {"bearer_auth": True}}  # what the SDK's chat/embeddings resources send
+_DRAIN_SECONDS = 1.0  # after [DONE]: reading the rest of the body lets the connection be reused
+POOL_STREAMS = 8  # requests in flight on every SDK client before the provider opens another
+MAX_POOLS = 8  # SDK clients (connection pools) per provider at most
+
+
+class SSEDataLines:
+    """Incremental server-sent-events parser: ``feed(bytes)`` returns the data of every event
+    completed so far (its ``data:`` lines joined by ``\\n``); other fields and comments are
+    ignored. Lines end with LF, CRLF or CR, also when split across reads."""
+
+    __slots__ = ("_data", "_tail")
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self._data: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buf = self._tail + chunk if self._tail else chunk
+        if b"\r" in buf:
+            held = buf.endswith(b"\r")  # its LF may come with the next read
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            lines = buf.split(b"\n")
+            if held:
+                lines.pop()  # the empty remainder after the held line end
+                self._tail = lines.pop() + b"\r"
+            else:
+                self._tail = lines.pop()
+        else:
+            lines = buf.split(b"\n")
+            self._tail = lines.pop()
+        return self._events(lines)
+
+    def flush(self) -> list[bytes]:
+        """At the end of the body: the last event even without its blank line."""
+        tail, self._tail = self._tail.rstrip(b"\r"), b""
+        return self._events([tail, b""] if tail else [b""])
+
+    def _events(self, lines: list[bytes]) -> list[bytes]:
+        out: list[bytes] = []
+        data = self._data
+        for line in lines:
+            if not line:
+                if data:
+                    out.append(data[0] if len(data) == 1 else b"\n".join(data))
+                    data.clear()
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                data.append(value[1:] if value.startswith(b" ") else value)
+        return out
+
+
+def to_usage(usage: CompletionUsage | UsageWire) -> Usage:
     prompt_details = usage.prompt_tokens_details
     completion_details = usage.completion_tokens_details
     return Usage(
@@ -178,20 +314,52 @@ def to_usage(usage: CompletionUsage) -> Usage:
     )
 
 
-def _reasoning(delta: object) -> str:
-    extra = getattr(delta, "model_extra", None) or {}
-    for field in _REASONING_FIELDS:
-        value = extra.get(field, None) if isinstance(extra, dict) else None
-        if value is None:
-            value = getattr(delta, field, None)
-        if isinstance(value, str) and value:
-            return value
-    return ""
+def _reasoning(delta: DeltaWire) -> str:
+    value = delta.reasoning_content
+    if isinstance(value, str) and value:
+        return value
+    value = delta.reasoning
+    return value if isinstance(value, str) else ""
+
+
+def _error_event(data: bytes) -> Any:
+    """The ``error`` member of an event that is a JSON object with a truthy one, else None."""
+    try:
+        value = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return None
+    return (value.get("error") or None) if isinstance(value, dict) else None
+
+
+def _stream_error(error: Any, response: httpx2.Response) -> openai.APIError:
+    """The SDK's own exception for an error event inside a stream (as ``AsyncStream`` raises it)."""
+    message = error.get("message") if isinstance(error, dict) else None
+    if not message or not isinstance(message, str):
+        message = "An error occurred during streaming"
+    return openai.APIError(message=message, request=response.request, body=error)
+
+
+def _transport_error(exc: Exception, response: httpx2.Response) -> openai.APIError:
+    """The SDK's exception for a transport failure while reading a response body."""
+    err: openai.APIError
+    if isinstance(exc, httpx2.TimeoutException):
+        err = openai.APITimeoutError(request=response.request)
+    else:
+        err = openai.APIConnectionError(request=response.request)
+    err.__cause__ = exc
+    return err
 
 
 class OpenAIProvider:
-    """One configured OpenAI(-compatible) provider; one SDK client (and connection pool) per
-    instance, closed by ``aclose``. SDK retries are off: retrying is the application's call.
+    """One configured OpenAI(-compatible) provider, closed by ``aclose``. SDK retries are off:
+    retrying is the application's call.
+
+    Connection pools: the HTTP client's pool checks every idle keep-alive connection (a socket
+    poll each) whenever a request starts or ends, so one pool of 64 connections costs more CPU per
+    request than the rest of the request. The provider opens another SDK client (its own pool,
+    same settings) only when every open one has ``POOL_STREAMS`` requests in flight, up to
+    ``MAX_POOLS``, and sends each request to the least busy: sequential or light traffic uses
+    one client and one keep-alive connection, as before.
 
     ``max_tokens_param``: the request field carrying ``ChatRequest.max_tokens``; by default
     ``max_completion_tokens`` for the OpenAI API (its reasoning models reject ``max_tokens``) and
@@ -213,19 +381,40 @@ class OpenAIProvider:
         self._max_tokens_param: MaxTokensParam = max_tokens_param or (
             "max_completion_tokens" if base_url is None else "max_tokens"
         )
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=base_url or OPENAI_BASE_URL,
-            timeout=timeout,
-            max_retries=0,
-            default_headers=dict(default_headers) if default_headers else None,
-        )
+        self._client_settings: dict[str, Any] = {
+            "api_key": api_key,
+            "base_url": base_url or OPENAI_BASE_URL,
+            "timeout": timeout,
+            "max_retries": 0,
+            "default_headers": dict(default_headers) if default_headers else None,
+        }
+        self._clients = [openai.AsyncOpenAI(**self._client_settings)]
+        self._in_flight = [0]  # requests per client, by index
 
     def __repr__(self) -> str:  # never shows the key
-        return f"OpenAIProvider(name={self.name!r}, base_url={str(self._client.base_url)!r})"
+        return f"OpenAIProvider(name={self.name!r}, base_url={str(self._clients[0].base_url)!r})"
 
     async def aclose(self) -> None:
-        await self._client.close()
+        for client in self._clients:
+            await client.close()
+
+    def _lease(self) -> int:
+        """The index of the least busy client (the first on a tie), counted as busy once more;
+        ``_release`` gives it back."""
+        in_flight = self._in_flight
+        best = 0
+        for i in range(1, len(in_flight)):
+            if in_flight[i] < in_flight[best]:
+                best = i
+        if in_flight[best] >= POOL_STREAMS and len(in_flight) < MAX_POOLS and not self._clients[0].is_closed():
+            self._clients.append(openai.AsyncOpenAI(**self._client_settings))
+            in_flight.append(0)
+            best = len(in_flight) - 1
+        in_flight[best] += 1
+        return best
+
+    def _release(self, index: int) -> None:
+        self._in_flight[index] -= 1
 
     def _error(self, exc: openai.OpenAIError) -> Exception:
         return translate_openai_error(exc, provider=self.name, secret=self._api_key)
@@ -233,47 +422,80 @@ class OpenAIProvider:
     async def stream(self, upstream_model: str, request: ChatRequest) -> AsyncIterator[Chunk]:
         """Reasoning, text and tool-call deltas as they come, then at most one ``UsageChunk`` and
         exactly one ``Finish``. ``aclose()`` on the iterator closes the upstream response."""
-        params = to_openai_params(upstream_model, request, max_tokens_param=self._max_tokens_param)
+        body = _ENCODER.encode(to_openai_params(upstream_model, request, max_tokens_param=self._max_tokens_param))
+        lease = self._lease()
         try:
-            upstream = await self._client.chat.completions.create(**params)
-        except openai.OpenAIError as exc:
+            response = await self._clients[lease].post(
+                "/chat/completions", cast_to=httpx2.Response, content=body, options=_AUTH, stream=True
+            )
+        except openai.OpenAIError as exc:  # HTTP status errors come as the SDK's classes, as before
+            self._release(lease)
             raise self._error(exc) from exc
+        except BaseException:
+            self._release(lease)
+            raise
         finish: FinishReason | None = None
         usage: Usage | None = None
-        async with upstream:  # closes the HTTP response however this generator ends
-            while True:
+        events = SSEDataLines()
+        reads = response.aiter_bytes()
+        done = False
+        try:  # closes the HTTP response however this generator ends
+            while not done:
                 try:
-                    chunk: ChatCompletionChunk = await anext(upstream)
+                    raw = await anext(reads)
+                    batch = events.feed(raw)
                 except StopAsyncIteration:
-                    break
-                except openai.OpenAIError as exc:
-                    raise self._error(exc) from exc
-                except ValueError as exc:  # a data line that is not JSON
-                    raise UpstreamUnavailable("malformed stream chunk", provider=self.name) from exc
-                if chunk.usage is not None:
-                    usage = to_usage(chunk.usage)
-                for choice in chunk.choices or ():
-                    if choice.index != 0:
-                        continue
-                    delta = choice.delta
-                    if delta is not None:
-                        reasoning = _reasoning(delta)
-                        if reasoning:
-                            yield ReasoningDelta(text=reasoning)
-                        if delta.content:
-                            yield TextDelta(text=delta.content)
-                        if delta.refusal:
-                            yield TextDelta(text=delta.refusal)
-                        for call in delta.tool_calls or ():
-                            fn = call.function
-                            yield ToolCallDelta(
-                                index=call.index,
-                                id=call.id or None,
-                                name=(fn.name or None) if fn is not None else None,
-                                arguments_fragment=(fn.arguments or "") if fn is not None else "",
-                            )
-                    if choice.finish_reason:
-                        finish = _FINISH.get(choice.finish_reason, FinishReason.STOP)
+                    batch = events.flush()
+                    done = True
+                except (httpx2.RequestError, ssl.SSLError) as exc:
+                    err = _transport_error(exc, response)
+                    raise self._error(err) from err
+                for data in batch:
+                    if data.startswith(b"[DONE]"):
+                        if not done:
+                            done = True
+                            await _drain(reads)
+                        break
+                    try:
+                        chunk = _CHUNK_DECODER.decode(data)
+                    except msgspec.DecodeError as exc:
+                        error = _error_event(data)
+                        if error is not None:
+                            err = _stream_error(error, response)
+                            raise self._error(err) from err
+                        raise UpstreamUnavailable("malformed stream chunk", provider=self.name) from exc
+                    if chunk.error:
+                        err = _stream_error(chunk.error, response)
+                        raise self._error(err) from err
+                    if chunk.usage is not None:
+                        usage = to_usage(chunk.usage)
+                    for choice in chunk.choices or ():
+                        if choice.index != 0:
+                            continue
+                        delta = choice.delta
+                        if delta is not None:
+                            if delta.reasoning_content is not None or delta.reasoning is not None:
+                                reasoning = _reasoning(delta)
+                                if reasoning:
+                                    yield ReasoningDelta(text=reasoning)
+                            if delta.content:
+                                yield TextDelta(text=delta.content)
+                            if delta.refusal:
+                                yield TextDelta(text=delta.refusal)
+                            for call in delta.tool_calls or ():
+                                fn = call.function
+                                yield ToolCallDelta(
+                                    index=call.index,
+                                    id=call.id or None,
+                                    name=(fn.name or None) if fn is not None else None,
+                                    arguments_fragment=(fn.arguments or "") if fn is not None else "",
+                                )
+                        if choice.finish_reason:
+                            finish = _FINISH.get(choice.finish_reason, FinishReason.STOP)
+        finally:
+            self._release(lease)
+            await reads.aclose()
+            await response.aclose()
         if finish is None:
             raise UpstreamUnavailable("stream ended without a finish reason", provider=self.name)
         if usage is not None:
@@ -284,11 +506,18 @@ class OpenAIProvider:
         params: dict[str, Any] = {"model": upstream_model, "input": list(request.inputs), "encoding_format": "float"}
         if request.dimensions is not None:
             params["dimensions"] = request.dimensions
+        lease = self._lease()
         try:
-            result = await self._client.embeddings.create(**params)
+            response = await self._clients[lease].post(
+                "/embeddings", cast_to=httpx2.Response, content=_ENCODER.encode(params), options=_AUTH
+            )
         except openai.OpenAIError as exc:
             raise self._error(exc) from exc
-        except ValueError as exc:
+        finally:
+            self._release(lease)
+        try:
+            result = _EMBEDDINGS_DECODER.decode(response.content)
+        except msgspec.DecodeError as exc:
             raise UpstreamUnavailable("malformed embeddings response", provider=self.name) from exc
         rows = sorted(result.data, key=lambda d: d.index)
         if len(rows) != len(request.inputs):
@@ -297,9 +526,20 @@ class OpenAIProvider:
             )
         usage = result.usage
         return Embeddings(
-            vectors=tuple(tuple(float(x) for x in row.embedding) for row in rows),
+            vectors=tuple(tuple(row.embedding) for row in rows),
             input_tokens=(usage.prompt_tokens or 0) if usage is not None else 0,
         )
+
+
+async def _drain(reads: AsyncIterator[bytes]) -> None:
+    """Read what follows ``[DONE]`` (normally just the end of the body, already buffered) so the
+    connection goes back to the pool; a server that keeps the body open gets ``_DRAIN_SECONDS``."""
+    try:
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            async for _ in reads:
+                pass
+    except (TimeoutError, httpx2.RequestError, ssl.SSLError):
+        pass  # the answer is complete; closing the response drops the connection instead
 
 
 def openai_compatible(

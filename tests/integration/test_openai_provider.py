@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -476,3 +478,171 @@ async def test_local_server_without_key(sim: str) -> None:
     finally:
         await p.aclose()
     assert chunks[-1] == Finish(reason=FinishReason.STOP)
+
+
+# --- the raw stream path against a hand-written HTTP/1.1 server (framing the simulator never sends) ---
+
+
+@contextlib.asynccontextmanager
+async def raw_sse_server(parts: list[bytes], *, end_body: bool = True) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """Serves every POST with a chunked ``text/event-stream`` body made of ``parts`` (one HTTP
+    chunk each, written separately); ``end_body=False`` keeps the body open after the last part.
+    Yields (base URL, the request bodies received)."""
+    bodies: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            bodies.append(await reader.readexactly(length))
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            )
+            for part in parts:
+                writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+                await writer.drain()
+                await asyncio.sleep(0.005)
+            if end_body:
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+                await reader.read()  # until the client closes the connection
+            else:
+                await asyncio.sleep(30)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1", bodies
+    finally:
+        server.close()
+
+
+def sse(*chunks: dict) -> list[bytes]:
+    return [b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks]
+
+
+async def test_raw_stream_framing_split_anywhere(make_provider) -> None:
+    # CRLF line ends cut between CR and LF, a data line cut mid-JSON, multi-line data, comments
+    stream = (
+        b": ping\r\nevent: message\r\n"
+        b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"}}]}\r\n\r\n'
+        b'data: {"choices":[{"index":0,"delta":{"content":"lo"}},{"index":1,"delta":{"content":"other"}}]}\r\n\r\n'
+        b'data: {"choices":\r\ndata: [{"index":0,"delta":{},"finish_reason":"length"}]}\r\n\r\n'
+        b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,'
+        b'"prompt_tokens_details":{"cached_tokens":1},"completion_tokens_details":{"reasoning_tokens":0}}}\r\n\r\n'
+        b"data: [DONE]\r\n\r\n"
+    )
+    cuts = [1, 20, 91, 92, 150, 151, 200, 260, len(stream) - 3]
+    parts = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    async with raw_sse_server(parts) as (base_url, bodies):
+        p = make_provider(base_url=base_url)
+        chunks = await collect(p, ChatRequest(messages=HELLO.messages, max_tokens=2))
+    assert [c.text for c in chunks if isinstance(c, TextDelta)] == ["Hel", "lo"]  # choice 1 is not ours
+    assert chunks[-2:] == [UsageChunk(usage=Usage(3, 2, cached_input_tokens=1)), Finish(reason=FinishReason.LENGTH)]
+    sent = json.loads(bodies[0])  # the plain dict body, as the SDK's create() would send it
+    assert sent == {
+        "model": "sim-small",
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": 2,
+    }
+
+
+async def test_a_body_left_open_after_done_still_finishes(make_provider) -> None:
+    parts = sse(
+        {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]},
+        {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}},
+    ) + [b"data: [DONE]\n\n"]
+    async with raw_sse_server(parts, end_body=False) as (base_url, _):
+        p = make_provider(base_url=base_url)
+        started = time.perf_counter()
+        chunks = await collect(p)
+    assert time.perf_counter() - started < 3  # the drain after [DONE] gives up after a second
+    assert chunks == [TextDelta(text="hi"), UsageChunk(usage=Usage(1, 1)), Finish(reason=FinishReason.STOP)]
+
+
+async def test_error_event_is_the_sdks_api_error(make_provider) -> None:
+    parts = sse(
+        {"choices": [{"index": 0, "delta": {"content": "a"}}]},
+        {"error": {"message": "prompt too long", "type": "invalid_request_error", "code": "context_length_exceeded"}},
+    )
+    async with raw_sse_server(parts) as (base_url, _):
+        p = make_provider(base_url=base_url)
+        seen: list = []
+        with pytest.raises(ContextLengthExceeded) as info:
+            async for chunk in p.stream("sim-small", HELLO):
+                seen.append(chunk)
+    assert seen == [TextDelta(text="a")]
+    assert type(info.value.__cause__) is openai.APIError and "prompt too long" in info.value.message
+    # an error event whose other members do not fit a chunk is still an error event, not "malformed"
+    async with raw_sse_server(sse({"error": {"message": "overloaded", "type": "server_error"}, "choices": 7})) as (
+        base_url,
+        _,
+    ):
+        with pytest.raises(UpstreamUnavailable, match="stream error: overloaded"):
+            await collect(make_provider(base_url=base_url))
+
+
+async def test_a_stream_without_finish_reason_is_unavailable(make_provider) -> None:
+    parts = sse({"choices": [{"index": 0, "delta": {"content": "a"}}]}) + [b"data: [DONE]\n\n"]
+    async with raw_sse_server(parts) as (base_url, _):
+        with pytest.raises(UpstreamUnavailable, match="without a finish reason"):
+            await collect(make_provider(base_url=base_url))
+
+
+async def test_no_pydantic_chunk_models_on_the_hot_path(provider: OpenAIProvider, sim: str, monkeypatch) -> None:
+    # the SDK stays the transport; its per-chunk model construction is what the raw path saves
+    import openai._base_client as sdk_client
+
+    built: list[object] = []
+    original = sdk_client.construct_type
+
+    def counting(*, value: object, type_: object) -> object:
+        built.append(type_)
+        return original(value=value, type_=type_)
+
+    monkeypatch.setattr(sdk_client, "construct_type", counting)
+    chunks = await collect(provider)
+    assert chunks[-1] == Finish(reason=FinishReason.STOP) and len(chunks) == 10
+    assert built == []
+    async with (
+        openai.AsyncOpenAI(api_key=KEY, base_url=sim, max_retries=0) as client,  # the SDK's own path
+        await client.chat.completions.create(
+            model="sim-small", messages=[{"role": "user", "content": "hi"}], stream=True
+        ) as stream,
+    ):
+        async for _ in stream:
+            pass
+    assert len(built) >= 8  # one model per chunk: the spy sees them
+
+
+async def test_busy_provider_spreads_over_a_few_small_pools(make_provider, sim: str) -> None:
+    from adapters.providers.openai import MAX_POOLS, POOL_STREAMS
+
+    p = make_provider({"x-sim-chunks": "4", "x-sim-chunk-delay-ms": "20"})
+    n = POOL_STREAMS * 3
+    results = await asyncio.gather(*(collect(p) for _ in range(n)))
+    assert all(r[-1] == Finish(reason=FinishReason.STOP) for r in results)
+    assert 3 <= len(p._clients) <= MAX_POOLS  # another SDK client only once every open one is busy
+    assert p._in_flight == [0] * len(p._clients)
+    # early closes, upstream errors and faults give their slot back too
+    stream = p.stream("sim-small", HELLO)
+    await anext(stream)
+    assert sum(p._in_flight) == 1
+    await stream.aclose()
+    for fault in ("429", "disconnect-after-3", "malformed"):
+        faulty = make_provider({"x-sim-fault": fault})
+        with pytest.raises(ProviderError):
+            await collect(faulty)
+        assert faulty._in_flight == [0]
+    with pytest.raises(UpstreamInvalidRequest):
+        await p.embed("sim-small", EmbeddingRequest(inputs=("x",)))
+    assert p._in_flight == [0] * len(p._clients)
+    # idle again: everything goes to the first client, on one kept-alive connection
+    before = (await asyncio.to_thread(fetch_stats, sim)).connections
+    for _ in range(3):
+        await collect(p)
+    assert (await asyncio.to_thread(fetch_stats, sim)).connections - before <= 2  # + the stats fetch

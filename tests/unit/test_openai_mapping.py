@@ -1,4 +1,5 @@
-"""The OpenAI error table and request/usage mapping, on real SDK objects (no I/O)."""
+"""The OpenAI error table, request/usage mapping (on real SDK objects) and the raw stream's SSE
+framing and chunk wire (no I/O)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import email.utils
 import time
 
 import httpx2
+import msgspec
 import openai
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openai.types.completion_usage import CompletionTokensDetails, CompletionUsage, PromptTokensDetails
 
 from adapters.providers.errors import parse_retry_after, redact, translate_openai_error
-from adapters.providers.openai import to_openai_messages, to_usage
+from adapters.providers.openai import ChunkWire, SSEDataLines, to_openai_messages, to_usage
 from domain.chat import ChatMessage, Role, Usage
 from domain.errors import (
     ContentFiltered,
@@ -146,3 +150,73 @@ def test_the_whole_request_is_mapped() -> None:
     assert modes == ["auto", "none", "required"]
     plain = to_openai_params("up", ChatRequest(messages=request.messages[:1], response_format=ResponseFormat(ResponseFormatKind.JSON_OBJECT)))
     assert plain["response_format"] == {"type": "json_object"} and "tools" not in plain and "parallel_tool_calls" not in plain
+
+
+# --- the raw stream path: SSE framing and the msgspec chunk wire (no pydantic per chunk) ---
+
+SSE_STREAM = (
+    b": keep-alive comment\r\n"
+    b"event: message\r\nid: 1\r\n"
+    b'data: {"choices":[{"index":0,"delta":{"content":"Hel"}}]}\r\n\r\n'
+    b'data:{"choices":[{"index":0,"delta":{"content":"lo"}}]}\n\n'
+    b'data: {"choices":\ndata: [{"index":0,"delta":{},"finish_reason":"stop"}]}\r\r'
+    b"retry: 100\n"
+    b"data: [DONE]\n\n"
+)
+SSE_EVENTS = [
+    b'{"choices":[{"index":0,"delta":{"content":"Hel"}}]}',
+    b'{"choices":[{"index":0,"delta":{"content":"lo"}}]}',
+    b'{"choices":\n[{"index":0,"delta":{},"finish_reason":"stop"}]}',
+    b"[DONE]",
+]
+
+
+def feed_in_parts(stream: bytes, cuts: list[int]) -> list[bytes]:
+    parser = SSEDataLines()
+    events: list[bytes] = []
+    start = 0
+    for cut in [*sorted(cuts), len(stream)]:
+        events += parser.feed(stream[start:cut])
+        start = cut
+    return events + parser.flush()
+
+
+def test_sse_events_in_one_read() -> None:
+    assert feed_in_parts(SSE_STREAM, []) == SSE_EVENTS
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(SSE_STREAM)), max_size=12))
+def test_sse_events_do_not_depend_on_how_the_bytes_are_split(cuts: list[int]) -> None:
+    # LF, CRLF (also a CR in one read and its LF in the next) and CR line ends, multi-line data,
+    # comments and other fields: the same events however the reads cut the stream
+    assert feed_in_parts(SSE_STREAM, cuts) == SSE_EVENTS
+
+
+def test_sse_last_event_without_blank_line_is_kept_at_the_end() -> None:
+    parser = SSEDataLines()
+    assert parser.feed(b'data: {"a":1}\n\ndata: [DONE]') == [b'{"a":1}']
+    assert parser.flush() == [b"[DONE]"]
+    assert SSEDataLines().flush() == []
+
+
+def test_chunk_wire_reads_only_what_the_domain_needs() -> None:
+    chunk = msgspec.json.decode(
+        b'{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":null,'
+        b'"choices":[{"index":0,"logprobs":null,"finish_reason":null,"delta":{"role":"assistant",'
+        b'"reasoning_content":"think","tool_calls":[{"index":1,"id":"call_1","type":"function",'
+        b'"function":{"name":"f","arguments":"{"}}]}}],'
+        b'"usage":{"prompt_tokens":10,"completion_tokens":7,"total_tokens":17,'
+        b'"prompt_tokens_details":{"cached_tokens":4,"audio_tokens":0},'
+        b'"completion_tokens_details":{"reasoning_tokens":3,"accepted_prediction_tokens":0}}}',
+        type=ChunkWire,
+    )
+    delta = chunk.choices[0].delta
+    assert delta.reasoning_content == "think" and delta.content is None
+    call = delta.tool_calls[0]
+    assert (call.index, call.id, call.function.name, call.function.arguments) == (1, "call_1", "f", "{")
+    assert to_usage(chunk.usage) == Usage(input_tokens=10, output_tokens=7, cached_input_tokens=4, reasoning_tokens=3)
+    bare = msgspec.json.decode(b'{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}', type=ChunkWire)
+    assert to_usage(bare.usage) == Usage(1, 2) and bare.error is None
+    with pytest.raises(msgspec.ValidationError):  # a wrong type is a malformed chunk, not a silent None
+        msgspec.json.decode(b'{"choices":[{"delta":{"content":5}}]}', type=ChunkWire)
