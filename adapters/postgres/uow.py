@@ -15,7 +15,6 @@ from typing import Self
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from adapters.events_codec import encode_event
-from adapters.telemetry.tracing import inject_headers
 from adapters.postgres.errors import DatabaseUnavailable, translate_errors
 from adapters.postgres.repositories import (
     SqlOutboxRepository,
@@ -24,22 +23,27 @@ from adapters.postgres.repositories import (
     SqlSpendRepository,
     SqlUsageRepository,
 )
+from adapters.telemetry.tracing import inject_headers
 from domain.events import DomainEvent
 
 __all__ = ["SqlAlchemyUnitOfWork", "SqlAlchemyUnitOfWorkFactory"]
 
 
-class SqlAlchemyUnitOfWork:
-    usage: SqlUsageRepository
-    providers: SqlProviderRepository
+class SessionUnitOfWork:
+    """The transaction mechanics every SQL unit of work shares: one session per ``async with``,
+    events queued by ``record`` and written to the outbox in the same transaction by ``commit``,
+    rollback of whatever was not committed on exit. Subclasses attach their repositories in
+    ``_bind``."""
+
     outbox: SqlOutboxRepository
-    processed: SqlProcessedEvents
-    spend: SqlSpendRepository
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
         self._session: AsyncSession | None = None
         self._events: list[tuple[DomainEvent, dict[str, str]]] = []
+
+    def _bind(self, session: AsyncSession) -> None:
+        raise NotImplementedError
 
     async def __aenter__(self) -> Self:
         if self._session is not None:
@@ -47,11 +51,8 @@ class SqlAlchemyUnitOfWork:
         session = self._sessions()
         self._session = session
         self._events = []
-        self.usage = SqlUsageRepository(session)
-        self.providers = SqlProviderRepository(session)
         self.outbox = SqlOutboxRepository(session)
-        self.processed = SqlProcessedEvents(session)
-        self.spend = SqlSpendRepository(session)
+        self._bind(session)
         return self
 
     async def __aexit__(
@@ -94,6 +95,19 @@ class SqlAlchemyUnitOfWork:
         if self._session is None:
             raise RuntimeError("unit of work used outside 'async with'")
         return self._session
+
+
+class SqlAlchemyUnitOfWork(SessionUnitOfWork):
+    usage: SqlUsageRepository
+    providers: SqlProviderRepository
+    processed: SqlProcessedEvents
+    spend: SqlSpendRepository
+
+    def _bind(self, session: AsyncSession) -> None:
+        self.usage = SqlUsageRepository(session)
+        self.providers = SqlProviderRepository(session)
+        self.processed = SqlProcessedEvents(session)
+        self.spend = SqlSpendRepository(session)
 
 
 class SqlAlchemyUnitOfWorkFactory:
