@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.postgres.engine import async_url
-from adapters.postgres.tables import metadata
+from adapters.postgres.schema import metadata
 
 config = context.config
 target_metadata = metadata

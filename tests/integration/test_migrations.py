@@ -11,7 +11,7 @@ from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.postgres import migrate
-from adapters.postgres.tables import metadata
+from adapters.postgres.schema import metadata
 
 APP_TABLES = {"providers", "models", "usage_records", "outbox", "processed_events", "spend_daily"}
 

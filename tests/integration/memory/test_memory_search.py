@@ -1,0 +1,143 @@
+"""IngestTurns + SearchMemory against the real Postgres: full-text + pgvector + graph, tenant
+scoping, tier/time filters, and one run with the real all-MiniLM-L6-v2 ONNX embedder."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adapters.onnx import DEFAULT_MODEL_DIR, OnnxEmbedder
+from adapters.postgres.memory_repository import PostgresMemoryRepository
+from adapters.system import TimeOrderedIds
+from adapters.vectorstores.pgvector import PgVectorStore
+from application.memory import IngestTurns, SearchMemory, StoredMemory, TurnInput
+from domain.memory.ranking import MemoryFilter, RankingWeights
+from domain.memory.tiers import Tier
+from tests.integration.memory.conftest import NOW, FixedClock
+from tests.unit.memory_app.hashing import HashEmbedder
+
+DAY = 86400.0
+
+CONVERSATION = [
+    ("alice", "Good morning! How was your weekend?"),
+    ("bob", "Great, I went hiking in the Dolomites with my sister Carla."),
+    ("alice", "Nice. I finally adopted a golden retriever puppy named Biscuit."),
+    ("bob", "Congratulations! My favourite band is Radiohead, by the way."),
+    ("alice", "I am learning to play the cello at a community music school."),
+    ("bob", "The weather was rainy and cold all week."),
+]
+
+Memories = tuple[IngestTurns, SearchMemory, PostgresMemoryRepository]
+
+
+def _turns(start: float = NOW - 10 * DAY) -> list[TurnInput]:
+    return [
+        TurnInput(role=role, text=text, at=start + i * 60, source_id=f"D1:{i + 1}")
+        for i, (role, text) in enumerate(CONVERSATION)
+    ]
+
+
+async def test_the_relevant_turn_ranks_first_and_explains_its_score(memory: Memories, tenant: str) -> None:
+    ingest, search, repo = memory
+    stored = await ingest(tenant, "u1", "c1", _turns())
+    assert len(stored) == len(CONVERSATION)
+
+    response = await search(tenant, "u1", "what is the name of alice's dog puppy?", k=3)
+
+    top = response.results[0]
+    assert top.source_id == "D1:3"
+    assert "Biscuit" in top.text
+    assert top.explanation.fulltext_rank == 1 and top.explanation.vector_rank == 1
+    assert top.score == pytest.approx(top.explanation.score)
+    assert response.tokens_used <= 2000
+    # Neighbouring turns are reachable through ``follows`` edges.
+    edges = await repo.edges_touching(tenant, [top.id], ["follows"])
+    assert {e.kind for e in edges} == {"follows"} and len(edges) == 2
+
+
+async def test_graph_expansion_brings_in_the_turn_before_a_hit(engine: AsyncEngine, tenant: str) -> None:
+    repo, store, embedder = PostgresMemoryRepository(engine), PgVectorStore(engine), HashEmbedder()
+    ingest = IngestTurns(repo, store, embedder, TimeOrderedIds())
+    await ingest(tenant, "u1", "c1", _turns())
+    filler = [TurnInput("zed", f"A band plays tune number {i}.", NOW - 200 * DAY + i) for i in range(30)]
+    await ingest(tenant, "u1", "c2", filler)
+    # Shallow candidate lists: the turn before the hit is reachable only through the graph.
+    # Older turns sharing the query's words fill both lists; a strong graph weight lifts the neighbour.
+    weights = RankingWeights(edge_kinds=frozenset({"follows"}), depth=1, seeds=1, graph=1.0, decay=0.9)
+    search = SearchMemory(repo, store, embedder, FixedClock(NOW), candidates=1, weights=weights)
+    response = await search(tenant, "u1", "Radiohead band", k=3)
+    by_source = {r.source_id: r for r in response.results}
+    assert response.results[0].source_id == "D1:4"
+    assert "D1:3" in by_source
+    explanation = by_source["D1:3"].explanation
+    assert explanation.graph_hops == 1 and explanation.graph > 0
+    assert explanation.fulltext_rank is None and explanation.vector_rank is None
+
+
+async def test_search_never_returns_another_tenants_or_users_memories(memory: Memories, tenant: str) -> None:
+    ingest, search, repo = memory
+    other = tenant + "-other"
+    await ingest(tenant, "u1", "c1", _turns())
+    await ingest(other, "u1", "c9", [TurnInput("eve", "My puppy Biscuit loves the park.", NOW - DAY)])
+    await ingest(tenant, "u2", "c2", [TurnInput("mallory", "Biscuit the puppy chewed my shoes.", NOW - DAY)])
+
+    mine = await search(tenant, "u1", "puppy Biscuit", k=10)
+    assert mine.results and {r.conversation_id for r in mine.results} == {"c1"}
+    theirs = await search(other, "u1", "puppy Biscuit", k=10)
+    assert [r.conversation_id for r in theirs.results] == ["c9"]
+    assert await repo.fulltext(other, "u1", "cello", 10) == []
+    assert await repo.get_many(other, [r.id for r in mine.results]) == []
+
+
+async def test_filters_by_tier_and_time(memory: Memories, tenant: str) -> None:
+    ingest, search, repo = memory
+    await ingest(tenant, "u1", "old", [TurnInput("bob", "I play the cello on Sundays.", NOW - 100 * DAY)])
+    await ingest(tenant, "u1", "new", [TurnInput("bob", "I sold my cello last week.", NOW - 2 * DAY)])
+    fact = StoredMemory(
+        id="fact-1", tenant_id=tenant, user_id="u1", conversation_id="new", tier=Tier.SEMANTIC,
+        text="bob owns a cello", at=NOW - DAY,
+    )
+    await repo.add(tenant, [fact])
+
+    recent = await search(tenant, "u1", "cello", k=10, filters=MemoryFilter(start=NOW - 10 * DAY))
+    assert {r.conversation_id for r in recent.results} == {"new"}
+    old = await search(tenant, "u1", "cello", k=10, filters=MemoryFilter(end=NOW - 10 * DAY))
+    assert [r.conversation_id for r in old.results] == ["old"]
+    semantic = await search(tenant, "u1", "cello", k=10, filters=MemoryFilter(tiers=frozenset({Tier.SEMANTIC})))
+    assert [r.id for r in semantic.results] == ["fact-1"]
+    episodic = await search(tenant, "u1", "cello", k=10, filters=MemoryFilter(tiers=frozenset({Tier.EPISODIC})))
+    assert len(episodic.results) == 2 and all(r.tier is Tier.EPISODIC for r in episodic.results)
+
+
+async def test_results_are_packed_into_the_token_budget(memory: Memories, tenant: str) -> None:
+    ingest, search, _ = memory
+    await ingest(tenant, "u1", "c1", _turns())
+    response = await search(tenant, "u1", "hiking puppy cello band weather", k=6, token_budget=40)
+    assert response.results
+    assert response.tokens_used <= 40
+    assert response.skipped_ids
+
+
+async def test_topics_and_entities_are_recorded(memory: Memories, tenant: str) -> None:
+    ingest, _, repo = memory
+    stored = await ingest(tenant, "u1", "c1", _turns())
+    topics = await repo.topics(tenant, "u1")
+    assert topics and sum(t.size for t in topics) == len(CONVERSATION)
+    assert {m.topic_id for m in stored} <= {t.id for t in topics}
+    carla = next(m for m in stored if m.source_id == "D1:2")
+    assert "carla" in carla.entities and "dolomites" in carla.entities
+    mentions = await repo.edges_touching(tenant, ["entity:carla"], ["mentions"])
+    assert [e.source for e in mentions] == [carla.id]
+
+
+async def test_with_the_real_onnx_embedder(engine: AsyncEngine, tenant: str) -> None:
+    embedder = OnnxEmbedder(DEFAULT_MODEL_DIR)
+    repo, store = PostgresMemoryRepository(engine), PgVectorStore(engine)
+    ingest = IngestTurns(repo, store, embedder, TimeOrderedIds())
+    search = SearchMemory(repo, store, embedder, FixedClock(NOW))
+    await ingest(tenant, "u1", "c1", _turns())
+
+    # Paraphrase: no shared content word with the turn, so only the dense side can find it.
+    response = await search(tenant, "u1", "which musical instrument is alice studying?", k=3)
+    assert response.results[0].source_id == "D1:5"
+    assert response.results[0].explanation.vector_rank == 1
