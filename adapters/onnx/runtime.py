@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 __all__ = ["MANIFEST", "MODEL_FILES", "ModelFilesMissing", "SentenceEncoder", "model_files"]
 
@@ -55,20 +55,32 @@ class SentenceEncoder:
         self.max_tokens = int(manifest["max_seq_length"])  # type: ignore[call-overload]
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self._tokenizer.enable_truncation(max_length=self.max_tokens)
-        self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest of each batch
+        self._tokenizer.no_padding()  # tokenizer.json pads to 128; ``run`` pads each batch itself
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.inter_op_num_threads = 1
+        # Idle intra-op threads sleep instead of spinning: on 2 cores shared with the rest of the
+        # platform, spinning threads steal the core the other one needs (docs/embeddings.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads is not None:
             options.intra_op_num_threads = threads
         self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self._inputs = {i.name for i in self._session.get_inputs()}
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        encodings = self._tokenizer.encode_batch(list(texts))
-        ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
-        mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
+    def tokenize(self, texts: Sequence[str]) -> list[Encoding]:
+        """Token ids of each text, truncated to ``max_tokens``, unpadded (``len(e.ids)`` is its
+        cost: callers sort by it so that each batch pads little)."""
+        return self._tokenizer.encode_batch(list(texts))
+
+    def run(self, encodings: Sequence[Encoding]) -> np.ndarray:
+        """One inference over ``tokenize``'s output, padded to the longest of them."""
+        longest = max((len(e.ids) for e in encodings), default=0)
+        ids = np.zeros((len(encodings), longest), dtype=np.int64)
+        mask = np.zeros((len(encodings), longest), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            ids[row, : len(encoding.ids)] = encoding.ids
+            mask[row, : len(encoding.ids)] = 1
         feed = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feed["token_type_ids"] = np.zeros_like(ids)
@@ -77,3 +89,7 @@ class SentenceEncoder:
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """``run(tokenize(texts))``: one inference over ``texts``."""
+        return self.run(self.tokenize(texts))

@@ -20,6 +20,7 @@ from adapters.onnx import (
     OnnxEmbedder,
     RedisEmbeddingCache,
 )
+from adapters.onnx.runtime import SentenceEncoder
 from application.ports import Embedder
 from tools.bench.embeddings import load_sentences
 
@@ -80,6 +81,26 @@ async def test_batch_equals_one_by_one(fp32: OnnxEmbedder) -> None:
     small_batches = OnnxEmbedder(DEFAULT_MODEL_DIR, batch_size=3, threads=2)
     np.testing.assert_allclose(np.array(await small_batches.embed(texts)), together, atol=2e-5)
     assert small_batches.batches_run == -(-len(texts) // 3)
+
+
+def test_tokens_are_unpadded_and_truncated() -> None:
+    # tokenizer.json itself pads to 128: the runtime must not, so that batches sorted by token
+    # count pad only to their own longest text.
+    encoder = SentenceEncoder(DEFAULT_MODEL_DIR, threads=1)
+    short, long = encoder.tokenize(["a cat", "x " * 5000])
+    assert len(short.ids) == 4  # [CLS] a cat [SEP]
+    assert len(long.ids) == encoder.max_tokens == 256
+
+
+async def test_batches_by_token_count_keep_callers_order() -> None:
+    # Few characters but many tokens (digits, emoji) against many characters in few tokens: the
+    # token-count order differs from the character order, vectors still come back in input order.
+    texts = ["3.1.4.1.5.9.2.6", "internationalisation", "🙂 🙂 🙂 🙂", "a", "abcdefghijklmnopqrstuvwxyz" * 3]
+    model = OnnxEmbedder(DEFAULT_MODEL_DIR, batch_size=2, threads=2)
+    together = np.array(await model.embed(texts))
+    single = np.array([(await model.embed([t]))[0] for t in texts])
+    np.testing.assert_allclose(together, single, atol=2e-5)
+    assert model.batches_run == 3 + len(texts)
 
 
 async def test_int8_is_close_to_fp32(fp32: OnnxEmbedder, int8: OnnxEmbedder) -> None:
