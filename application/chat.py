@@ -67,6 +67,13 @@ class StreamChat:
         self._ids = ids
 
     async def __call__(self, tenant_id: str, request: ChatRequest) -> AsyncIterator[Chunk]:
+        return await self.open(tenant_id, request)
+
+    async def open(self, tenant_id: str, request: ChatRequest, *, read_ahead: bool = True) -> AsyncIterator[Chunk]:
+        """``__call__`` with a choice: ``read_ahead=False`` reads the provider in the consumer's own
+        task, without the bounded buffer's reader task and queue — for a consumer that drains the
+        stream at once anyway (``CompleteChat``), where backpressure buys nothing. Settlement
+        before ``Finish`` is the same either way."""
         route = await self._catalog.resolve(request.model, provider=request.provider)
         spec = await self._catalog.provider(route.provider)
         client = self._providers.get(route.provider)
@@ -74,7 +81,7 @@ class StreamChat:
         started = self._clock.monotonic()
         upstream = client.stream(route.upstream_model, request)
         first = await _first(upstream)  # provider errors before any content propagate as exceptions
-        return self._relay(tenant_id, request, route, spec.label, request_id, started, upstream, first)
+        return self._relay(tenant_id, request, route, spec.label, request_id, started, upstream, first, read_ahead)
 
     async def _relay(
         self,
@@ -86,11 +93,13 @@ class StreamChat:
         started: float,
         upstream: AsyncIterator[Chunk],
         first: Chunk | None,
+        read_ahead: bool = True,
     ) -> AsyncIterator[Chunk]:
         model, provider, price = route.name, route.provider, route.price
         usage = Usage()
         reason = FinishReason.STOP
-        rest = buffered(upstream, self._buffer)  # the reader task starts on the first read below
+        # the reader task starts on the first read below; without read-ahead, the upstream itself
+        rest = buffered(upstream, self._buffer) if read_ahead else upstream
         try:
             pending = [first] if first is not None else []
             try:
@@ -112,7 +121,8 @@ class StreamChat:
                 yield ErrorChunk(code=exc.code, message=exc.message, retryable=exc.retryable)
                 return
         finally:
-            await rest.aclose()  # type: ignore[attr-defined]  # cancels the reader, closes upstream
+            if rest is not upstream:
+                await rest.aclose()  # type: ignore[attr-defined]  # cancels the reader, closes upstream
             await upstream.aclose()  # type: ignore[attr-defined]
         cost = price.cost_micros(usage)
         latency_ms = round((self._clock.monotonic() - started) * 1000)
@@ -192,27 +202,31 @@ class CompleteChat:
         thoughts: list[str] = []
         calls: dict[int, ToolCallDelta] = {}
         usage, cost, finish = Usage(), 0, Finish(reason=FinishReason.STOP)
-        chunks = await self._stream(tenant_id, request)
-        async for chunk in chunks:
-            match chunk:
-                case TextDelta(text=text):
-                    parts.append(text)
-                case ReasoningDelta(text=text):
-                    thoughts.append(text)
-                case ToolCallDelta(index=index):
-                    prev = calls.get(index)
-                    calls[index] = chunk if prev is None else ToolCallDelta(
-                        index=index,
-                        id=prev.id or chunk.id,
-                        name=prev.name or chunk.name,
-                        arguments_fragment=prev.arguments_fragment + chunk.arguments_fragment,
-                    )
-                case UsageChunk(usage=u, cost_micros=c):
-                    usage, cost = u, c
-                case Finish():
-                    finish = chunk
-                case ErrorChunk(code=code, message=message):
-                    raise _error_from_chunk(code, message)
+        # drained at once here: no read-ahead task and queue between the provider and this loop
+        chunks = await self._stream.open(tenant_id, request, read_ahead=False)
+        try:
+            async for chunk in chunks:
+                match chunk:
+                    case TextDelta(text=text):
+                        parts.append(text)
+                    case ReasoningDelta(text=text):
+                        thoughts.append(text)
+                    case ToolCallDelta(index=index):
+                        prev = calls.get(index)
+                        calls[index] = chunk if prev is None else ToolCallDelta(
+                            index=index,
+                            id=prev.id or chunk.id,
+                            name=prev.name or chunk.name,
+                            arguments_fragment=prev.arguments_fragment + chunk.arguments_fragment,
+                        )
+                    case UsageChunk(usage=u, cost_micros=c):
+                        usage, cost = u, c
+                    case Finish():
+                        finish = chunk
+                    case ErrorChunk(code=code, message=message):
+                        raise _error_from_chunk(code, message)
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]  # an error chunk ends the loop early
         return ChatAnswer(
             "".join(parts), tuple(calls[i] for i in sorted(calls)), usage, cost, finish, "".join(thoughts)
         )

@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind
 from adapters.telemetry.metrics import CONTENT_TYPE_LATEST, Metrics
 from adapters.telemetry.tracing import extract_context
 from api.rest.anthropic_compat import AnthropicController
-from api.rest.openai_compat import ModelListing, OpenAIController, ModelHealthView
+from api.rest.openai_compat import ChatEdge, ModelHealthView, ModelListing, OpenAIController
 from api.rest.problems import EXCEPTION_HANDLERS, problem
 from application.chat import CompleteChat, StreamChat
 from application.embeddings import EmbedTexts
@@ -80,9 +80,12 @@ def create_rest_app(
     def prometheus() -> Response[bytes]:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    chat_edge = ChatEdge(stream=stream_chat, complete=complete_chat, tenant_id=tenant_id)
     return Litestar(
         route_handlers=[healthz, readyz, prometheus, OpenAIController, AnthropicController],
         dependencies={
+            # POST /v1/chat/completions: one dependency (several would be resolved in a task group)
+            "chat_edge": Provide(lambda: chat_edge, sync_to_thread=False),
             "stream_chat": Provide(lambda: stream_chat, sync_to_thread=False),
             "complete_chat": Provide(lambda: complete_chat, sync_to_thread=False),
             "catalog": Provide(lambda: catalog, sync_to_thread=False),  # GET /v1/models

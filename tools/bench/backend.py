@@ -11,6 +11,7 @@ import signal
 import uvloop
 
 from api.bootstrap import build_backend
+from api.runtime import tune_gc
 from api.settings import load_settings
 
 __all__ = ["main"]
@@ -20,6 +21,7 @@ async def _serve(args: argparse.Namespace) -> None:
     settings = load_settings({}, database_url=args.database_url, sim_port=args.sim_port, tenant_id="bench")
     backend = build_backend(settings)
     await backend.start(grpc_port=0, http_port=0)
+    tune_gc()  # as `lumina serve` does
     print(f"ready {backend.grpc_port} {backend.http_port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
