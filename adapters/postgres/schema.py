@@ -3,6 +3,8 @@ importing this module makes sure all of them are loaded (alembic and the schema 
 
 from __future__ import annotations
 
+import pgvector.sqlalchemy  # noqa: F401 - registers the vector type, so reflection knows it
+
 from adapters.postgres import identity_tables, memory_tables  # noqa: F401 - they register their tables
 from adapters.postgres.tables import metadata
 

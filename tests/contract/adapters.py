@@ -23,7 +23,7 @@ KINDS = ("openai", "anthropic", "gemini", "deepseek", "xai", "local")
 
 MODELS: dict[str, str] = {
     "openai": "gpt-4o-mini",
-    "anthropic": "claude-sonnet-4-5",
+    "anthropic": "claude-haiku-4-5",
     "gemini": "gemini-2.5-flash",
     "deepseek": "deepseek-chat",
     "xai": "grok-3-mini",
