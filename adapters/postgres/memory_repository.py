@@ -1,6 +1,11 @@
 """``MemoryRepository`` on PostgreSQL (tables in ``memory_tables``). Every statement carries
 ``tenant_id = :tenant`` (primary keys and indexes lead with it).
 
+With ``vector_collection`` (a pgvector collection, e.g. ``"memory"``), ``get_many``
+also reads each memory's embedding (LEFT JOIN on ``(tenant_id, id)`` in the same statement), so
+search's MMR compares candidates by cosine; a memory without a row there has ``vector=None``. Off
+by default: on the LoCoMo slice it cost recall and time (see docs/memory.md).
+
 Full-text search: the query's words are joined with ``or`` and parsed by
 ``websearch_to_tsquery('english', ...)`` (which drops stopwords and never fails on user input),
 so a memory matching any word is a hit; hits are ordered by ``ts_rank`` (normalised by document
@@ -14,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.postgres.errors import translate_errors
@@ -24,6 +29,7 @@ from adapters.postgres.memory_tables import (
     memory_entities,
     memory_topics,
 )
+from adapters.postgres.vector_tables import collection_table
 from application.memory.ports import StoredMemory
 from domain.memory.graph import Edge
 from domain.memory.ranking import MemoryFilter
@@ -77,6 +83,7 @@ def _memory(row: sa.Row[tuple[object, ...]]) -> StoredMemory:
         topic_id=m["topic_id"],
         entities=tuple(m["entities"]),
         source_id=m["source_id"],
+        vector=tuple(vector) if (vector := m.get("vector")) is not None else None,
     )
 
 
@@ -84,8 +91,15 @@ _COLUMNS = [c for c in memories.c if c.name != "tsv"]
 
 
 class PostgresMemoryRepository:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, vector_collection: str | None = None) -> None:
         self._engine = engine
+        self._vectors = (
+            None
+            if vector_collection is None
+            else sa.table(
+                collection_table(vector_collection), sa.column("tenant_id"), sa.column("id"), sa.column("embedding")
+            )
+        )
 
     async def add(self, tenant_id: str, memories_: Sequence[StoredMemory]) -> None:
         if not memories_:
@@ -105,6 +119,11 @@ class PostgresMemoryRepository:
         if not wanted:
             return []
         statement = sa.select(*_COLUMNS).where(memories.c.tenant_id == tenant_id, memories.c.id.in_(wanted))
+        if self._vectors is not None:
+            v = self._vectors.c
+            statement = statement.add_columns(sa.cast(v.embedding, ARRAY(sa.REAL)).label("vector")).outerjoin(
+                self._vectors, sa.and_(v.tenant_id == memories.c.tenant_id, v.id == memories.c.id)
+            )
         async with translate_errors("memory get"), self._engine.connect() as conn:
             return [_memory(r) for r in (await conn.execute(statement)).all()]
 

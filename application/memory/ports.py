@@ -34,7 +34,9 @@ def node_kind(node_id: str) -> str:
 
 class StoredMemory(msgspec.Struct, frozen=True):
     """One memory row. ``at`` is when it happened (epoch seconds); ``source_id`` is the caller's
-    id for the turn it came from (e.g. a message id), when there is one."""
+    id for the turn it came from (e.g. a message id), when there is one. ``vector`` is its
+    embedding when the repository can read it with the row (``get_many``; else ``None``): search
+    uses it for MMR's cosine similarity."""
 
     id: str
     tenant_id: str
@@ -48,6 +50,7 @@ class StoredMemory(msgspec.Struct, frozen=True):
     topic_id: str | None = None
     entities: tuple[str, ...] = ()
     source_id: str | None = None
+    vector: tuple[float, ...] | None = None
 
 
 class MemoryRepository(Protocol):

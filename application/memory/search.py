@@ -102,6 +102,7 @@ def _candidate(memory: StoredMemory) -> MemoryCandidate:
         importance=memory.importance,
         topic_ids=(memory.topic_id,) if memory.topic_id else (),
         entities=memory.entities,
+        vector=memory.vector,
     )
 
 

@@ -20,6 +20,7 @@ Every result carries a ``ScoreExplanation`` whose weighted components add up to 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
@@ -177,6 +178,28 @@ def _similarity(a: MemoryCandidate, b: MemoryCandidate) -> float:
     return len(ta & tb) / len(ta | tb) if ta | tb else 0.0
 
 
+class _Features:
+    """A candidate's unit vector (when it has a non-zero one) and token set, computed once per
+    ``mmr_select`` call: MMR compares every pick with every remaining candidate."""
+
+    __slots__ = ("tokens", "unit")
+
+    def __init__(self, memory: MemoryCandidate) -> None:
+        self.unit: list[float] | None = None
+        if memory.vector is not None:
+            norm = math.sqrt(sum(map(operator.mul, memory.vector, memory.vector)))
+            if norm > 0:
+                self.unit = [x / norm for x in memory.vector]
+        self.tokens = set(tokenize(memory.text))
+
+    def similarity(self, other: _Features) -> float:
+        """As ``_similarity``: cosine when both have vectors of one dimension, else Jaccard."""
+        if self.unit is not None and other.unit is not None and len(self.unit) == len(other.unit):
+            return max(0.0, sum(map(operator.mul, self.unit, other.unit)))
+        union = self.tokens | other.tokens
+        return len(self.tokens & other.tokens) / len(union) if union else 0.0
+
+
 def mmr_select(
     items: Sequence[tuple[MemoryCandidate, float]], lam: float, limit: int
 ) -> list[tuple[MemoryCandidate, float, float]]:
@@ -184,6 +207,7 @@ def mmr_select(
     where ``penalty = (1 - lam) * max similarity to the earlier picks``. Ties go to the higher base,
     then the smaller id."""
     pool = sorted(items, key=lambda p: (-p[1], p[0].id))
+    features = [_Features(memory) for memory, _ in pool]
     max_sim = [0.0] * len(pool)
     chosen: list[tuple[MemoryCandidate, float, float]] = []
     taken = [False] * len(pool)
@@ -199,9 +223,12 @@ def mmr_select(
         taken[best_i] = True
         memory, base = pool[best_i]
         chosen.append((memory, base, (1 - lam) * max_sim[best_i]))
-        for i, (other, _) in enumerate(pool):
+        if len(chosen) == min(limit, len(pool)):
+            break  # the last pick's similarities would not be used
+        picked = features[best_i]
+        for i in range(len(pool)):
             if not taken[i]:
-                max_sim[i] = max(max_sim[i], _similarity(memory, other))
+                max_sim[i] = max(max_sim[i], picked.similarity(features[i]))
     return chosen
 
 

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.onnx import DEFAULT_MODEL_DIR, OnnxEmbedder
 from adapters.postgres.memory_repository import PostgresMemoryRepository
+from adapters.postgres.vector_tables import DEFAULT_COLLECTION
 from adapters.system import TimeOrderedIds
 from adapters.vectorstores.pgvector import PgVectorStore
 from application.memory import IngestTurns, SearchMemory, StoredMemory, TurnInput
@@ -141,3 +142,28 @@ async def test_with_the_real_onnx_embedder(engine: AsyncEngine, tenant: str) -> 
     response = await search(tenant, "u1", "which musical instrument is alice studying?", k=3)
     assert response.results[0].source_id == "D1:5"
     assert response.results[0].explanation.vector_rank == 1
+
+
+async def test_get_many_reads_the_embeddings_and_mmr_penalises_a_duplicate_by_cosine(
+    engine: AsyncEngine, tenant: str
+) -> None:
+    repo = PostgresMemoryRepository(engine, vector_collection=DEFAULT_COLLECTION)
+    store, embedder = PgVectorStore(engine), HashEmbedder()
+    ingest = IngestTurns(repo, store, embedder, TimeOrderedIds())
+    stored = await ingest(tenant, "u1", "c1", _turns())
+    loaded = {m.id: m for m in await repo.get_many(tenant, [m.id for m in stored])}
+    (expected,) = await embedder.embed([loaded[stored[2].id].text])
+    vector = loaded[stored[2].id].vector
+    assert vector is not None and vector == pytest.approx(expected, abs=1e-6)
+    assert all(m.vector is None for m in await PostgresMemoryRepository(engine).get_many(tenant, loaded))
+
+    # The same turn said twice, in another conversation: MMR's penalty for the second copy is
+    # (1 - lambda) * cosine = 0.3 * 1.0 (token Jaccard would give the same here, so the vector is
+    # checked above and the penalty pins the arithmetic).
+    await ingest(tenant, "u1", "c2", [TurnInput("alice", CONVERSATION[2][1], NOW - 5 * DAY, source_id="D2:1")])
+    search = SearchMemory(repo, store, embedder, FixedClock(NOW))
+    response = await search(tenant, "u1", "golden retriever puppy Biscuit", k=6)
+    copies = [r for r in response.results if r.source_id in ("D1:3", "D2:1")]
+    assert len(copies) == 2 and response.results[0] is copies[0]
+    assert copies[0].explanation.mmr_penalty == 0.0
+    assert copies[1].explanation.mmr_penalty == pytest.approx(0.3, abs=1e-6)
