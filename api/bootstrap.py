@@ -24,7 +24,7 @@ from adapters.postgres.engine import create_engine
 from adapters.postgres.settlement import PostgresSettlements
 from adapters.postgres.uow import SqlAlchemyUnitOfWorkFactory
 from adapters.system import SystemClock, TimeOrderedIds
-from adapters.telemetry.metrics import Metrics
+from adapters.telemetry.metrics import MeteredSettlements, Metrics
 from api.grpc.chat import ChatServicer
 from api.grpc.server import build_grpc_server, mark_serving
 from api.rest.app import create_rest_app
@@ -34,6 +34,7 @@ from application.chat import CompleteChat, StreamChat
 from application.embeddings import EmbedTexts
 from application.ports import UnitOfWorkFactory
 from application.registry import SeedRegistry
+from application.settlement import UnitOfWorkSettlements
 from domain.cost import Price
 from domain.errors import NotFound
 from domain.ports import Clock, IdGenerator, ProviderClient
@@ -178,7 +179,7 @@ class Backend:
         http_port = s.http_port if http_port is None else http_port
         http_sock = bind_socket(s.host, http_port, "HTTP")
         self.http_port = http_sock.getsockname()[1]
-        chat = ChatServicer(stream=self.stream_chat, complete=self.complete_chat, tenant_id=s.tenant_id, metrics=self.metrics)
+        chat = ChatServicer(stream=self.stream_chat, complete=self.complete_chat, tenant_id=s.tenant_id)
         try:
             self._grpc, self._health, self.grpc_port = build_grpc_server(
                 f"{s.host}:{grpc_port}", chat=chat, metrics=self.metrics
@@ -284,7 +285,8 @@ def build_backend(
         for client in providers:
             pool.add(client)
         source = pool
-    stream = StreamChat(catalog=catalog, providers=source, uow=uow, clock=clock, ids=ids, settlements=settlements)
+    metered = MeteredSettlements(settlements or UnitOfWorkSettlements(uow), metrics)
+    stream = StreamChat(catalog=catalog, providers=source, uow=uow, clock=clock, ids=ids, settlements=metered)
     return Backend(
         settings=settings, engine=engine, uow=uow, providers=pool, catalog=catalog, stream_chat=stream,
         complete_chat=CompleteChat(stream), metrics=metrics, seed=chosen_seed, registry=registry,  # type: ignore[arg-type]

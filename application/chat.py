@@ -6,7 +6,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from application.ports import ModelCatalog, ProviderClients, Settlements, UnitOfWorkFactory
+from application.ports import (
+    ModelCatalog,
+    ProviderClients,
+    Settlements,
+    UnitOfWorkFactory,
+)
 from application.settlement import UnitOfWorkSettlements
 from application.streaming import DEFAULT_BUFFER, buffered
 from domain.chat import (
@@ -62,7 +67,6 @@ class StreamChat:
         self._settlements = settlements or UnitOfWorkSettlements(uow)
         self._catalog = catalog
         self._providers = providers
-        self._uow = uow
         self._clock = clock
         self._ids = ids
 

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+from application.ports import Settlements
+from domain.events import DomainEvent
+from domain.usage import UsageRecord
+
+__all__ = ["CONTENT_TYPE_LATEST", "MeteredSettlements", "Metrics"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -66,3 +76,18 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class MeteredSettlements:
+    """A ``Settlements`` that counts tokens and spend once a request's usage is durable: every
+    edge (gRPC, OpenAI, Anthropic, console) settles through here, so each request is counted once."""
+
+    def __init__(self, inner: Settlements, metrics: Metrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    async def settle(self, record: UsageRecord, event: DomainEvent) -> None:
+        await self._inner.settle(record, event)
+        self._metrics.observe_usage(
+            record.provider, record.model, record.input_tokens, record.output_tokens, record.cost_micros
+        )

@@ -5,30 +5,31 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
+
+from api.grpc.mapping import (
+    decode_parameters,
+    encode_chunk,
+    encode_finish_reason,
+    encode_metadata,
+)
+from application.chat import CompleteChat, StreamChat
+from domain.chat import UsageChunk
 from lumina.v1 import chat_pb2 as pb
 from lumina.v1 import chat_pb2_grpc
-
-from adapters.telemetry.metrics import Metrics
-from api.grpc.mapping import decode_parameters, encode_chunk, encode_finish_reason, encode_metadata
-from application.chat import CompleteChat, StreamChat
-from domain.chat import Finish, UsageChunk
 
 __all__ = ["ChatServicer"]
 
 
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
-    def __init__(self, *, stream: StreamChat, complete: CompleteChat, tenant_id: str, metrics: Metrics) -> None:
+    def __init__(self, *, stream: StreamChat, complete: CompleteChat, tenant_id: str) -> None:
         self._stream = stream
         self._complete = complete
         self._tenant = tenant_id
-        self._metrics = metrics
 
     async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> pb.CompleteResponse:  # noqa: N802
         chat = decode_parameters(request.parameters)
         answer = await self._complete(self._tenant, chat)
         meta = answer.finish.metadata
-        if meta is not None:
-            self._metrics.observe_usage(meta.provider, meta.model, answer.usage.input_tokens, answer.usage.output_tokens, answer.cost_micros)
         return pb.CompleteResponse(
             text=answer.text,
             tool_calls=[pb.ToolCall(id=c.id or "", name=c.name or "", arguments=c.arguments_fragment) for c in answer.tool_calls],
@@ -43,14 +44,8 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     ) -> AsyncIterator[pb.StreamCompleteResponse]:
         chat = decode_parameters(request.parameters)
         chunks = await self._stream(self._tenant, chat)
-        usage: UsageChunk | None = None
         try:
             async for chunk in chunks:
-                if isinstance(chunk, UsageChunk):
-                    usage = chunk
-                elif isinstance(chunk, Finish) and chunk.metadata is not None and usage is not None:
-                    m = chunk.metadata
-                    self._metrics.observe_usage(m.provider, m.model, usage.usage.input_tokens, usage.usage.output_tokens, usage.cost_micros)
                 yield encode_chunk(chunk)
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]

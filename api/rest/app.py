@@ -15,7 +15,12 @@ from opentelemetry.trace import SpanKind
 from adapters.telemetry.metrics import CONTENT_TYPE_LATEST, Metrics
 from adapters.telemetry.tracing import extract_context
 from api.rest.anthropic_compat import AnthropicController
-from api.rest.openai_compat import ChatEdge, ModelHealthView, ModelListing, OpenAIController
+from api.rest.openai_compat import (
+    ChatEdge,
+    ModelHealthView,
+    ModelListing,
+    OpenAIController,
+)
 from api.rest.problems import EXCEPTION_HANDLERS, problem
 from application.chat import CompleteChat, StreamChat
 from application.embeddings import EmbedTexts

@@ -54,7 +54,7 @@ async def replica(database_url: str, data_dir: Path, tenant: str, *, bus: JetStr
     app = create_rest_app(stream_chat=stream, complete_chat=CompleteChat(stream), tenant_id=tenant, metrics=metrics,
                           readiness=_ready)
     app.register(module.router)
-    chat = ChatServicer(stream=stream, complete=CompleteChat(stream), tenant_id=tenant, metrics=metrics)
+    chat = ChatServicer(stream=stream, complete=CompleteChat(stream), tenant_id=tenant)
     server, _, port = build_grpc_server("127.0.0.1:0", chat=chat, metrics=metrics)
     add_provider_service(server, module.servicer)
     await server.start()

@@ -137,3 +137,16 @@ async def test_busy_ports_fail_with_one_line_naming_them(cleanup: list[Backend])
         await other.start(grpc_port=0, http_port=backend.http_port)
     with pytest.raises(OSError, match=rf"gRPC port {backend.grpc_port} on 127.0.0.1 is busy"):
         await other.start(grpc_port=backend.grpc_port, http_port=0)
+
+
+async def test_usage_is_counted_once_per_request_whatever_the_edge(cleanup: list[Backend]) -> None:
+    script = [TextDelta("a"), UsageChunk(Usage(input_tokens=7, output_tokens=3)), Finish(FinishReason.STOP)]
+    backend, _, _ = await started(script)
+    cleanup.append(backend)
+    await call_stream(backend, req())  # gRPC
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{backend.http_port}") as http:  # OpenAI REST edge
+        r = await http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200
+    text = backend.metrics.render().decode()
+    assert 'lumina_tokens_total{direction="output",model="m",provider="scripted"} 6.0' in text
+    assert 'lumina_tokens_total{direction="input",model="m",provider="scripted"} 14.0' in text
