@@ -23,6 +23,7 @@ from litestar.params import JSONBody
 from litestar.response import Stream
 
 from api.errors import map_error
+from api.rest.problems import retry_after_header
 from application.chat import CompleteChat, StreamChat
 from domain.chat import (
     ChatMessage,
@@ -206,7 +207,7 @@ def _domain(_: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
     status = map_error(exc).http_status
     headers = None
     if isinstance(exc, RateLimited) and exc.retry_after is not None:
-        headers = {"retry-after": str(int(exc.retry_after + 0.999))}
+        headers = {"retry-after": retry_after_header(exc.retry_after)}
     return _anthropic_error(status, error_type(exc, status), exc.message, headers)
 
 

@@ -13,16 +13,15 @@ import base64
 import re
 import struct
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import msgspec
-from litestar import Controller, MediaType, Request, Response, get, post
+from litestar import Controller, MediaType, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from litestar.response import Stream
 
-from api.rest.problems import EXCEPTION_HANDLERS
 from application.chat import CompleteChat, StreamChat
 from application.embeddings import EmbedTexts
 from domain.chat import (
@@ -336,22 +335,8 @@ def _vector(values: tuple[float, ...], encoding: str) -> list[float] | str:
     return list(values)
 
 
-def _with_message(handler: Callable[[Request[Any, Any, Any], Any], Response[Any]]) -> Callable[..., Response[Any]]:
-    """The problem+json of ``handler`` plus a ``message`` member: OpenAI SDKs put a body's
-    ``message`` (and only that) into their exception's text, and its ``code`` into ``.code``."""
-
-    def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-        response = handler(request, exc)
-        if isinstance(response.content, dict) and "message" not in response.content:
-            response.content = {**response.content, "message": response.content.get("detail", "")}
-        return response
-
-    return handle
-
-
 class OpenAIController(Controller):
     path = "/v1"
-    exception_handlers = {kind: _with_message(handler) for kind, handler in EXCEPTION_HANDLERS.items()}
 
     # the handler's media type is the stream's (a ``Stream`` takes it over its own); JSON answers
     # are ``Response``s with theirs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import structlog
@@ -11,17 +12,24 @@ from litestar.exceptions import HTTPException, ValidationException
 from api.errors import map_error
 from domain.errors import DomainError, InvalidRequest, RateLimited
 
-__all__ = ["EXCEPTION_HANDLERS", "problem"]
+__all__ = ["EXCEPTION_HANDLERS", "problem", "retry_after_header"]
 
 log = structlog.get_logger("lumina.rest")
 PROBLEM = "application/problem+json"
 
 
+def retry_after_header(seconds: float) -> str:
+    """``Retry-After`` in whole seconds, rounded up (never tell a client to come back too early)."""
+    return str(math.ceil(seconds))
+
+
 def problem(status: int, title: str, detail: str, **extra: Any) -> Response[dict[str, Any]]:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    # ``message`` repeats ``detail``: OpenAI-style SDKs put a body's ``message`` (and only that) into
+    # their exception's text, so every client library shows the reason
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, "message": detail, **extra}
     headers = {}
     if "retry_after" in extra and extra["retry_after"] is not None:
-        headers["retry-after"] = str(int(extra["retry_after"] + 0.999))
+        headers["retry-after"] = retry_after_header(extra["retry_after"])
     return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
