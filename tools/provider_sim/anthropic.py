@@ -387,14 +387,9 @@ async def _messages(app: SimulatorApp, scope: Scope, receive: Receive, send: Sen
         if knobs.latency_ms and await watch.pause(knobs.latency_ms / 1000):
             return app._finish(state, 0, disconnected=True)
         parsed = _faults.parse(knobs.fault, vendor=VENDOR_FAULTS)
-        if parsed is not None and parsed.kind == "refuse":
-            await _faults.refuse(send)
-            return app._finish(state, 0)
-        if parsed is not None and parsed.kind == "stall":
-            return app._finish(state, 200, disconnected=await _faults.stall(send, watch, _SSE_HEADERS))
-        if parsed is not None and parsed.kind == "disconnect" and not req.stream:
-            await _faults.drop_connection(send)
-            return app._finish(state, 0)
+        done = await _faults.before_response(parsed, send, watch, stream=req.stream, stall_headers=_SSE_HEADERS)
+        if done is not None:
+            return app._finish(state, done[0], disconnected=done[1])
         fault = knobs.fault
         if parsed is not None and parsed.kind in ("status", "vendor") and fault != "context_length" and (
             fault != "midstream" or not req.stream

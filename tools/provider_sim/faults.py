@@ -16,10 +16,9 @@ Other values (``context_length``, ``midstream``, ...) are vendor-specific: ``par
 with ``kind="vendor"`` and the vendor module decides. A vendor path uses it like this::
 
     fault = faults.parse(knobs.fault)                      # None when no fault was asked for
-    if fault is not None and fault.kind == "refuse":
-        return await faults.refuse(send)
-    if fault is not None and fault.kind == "stall":
-        return await faults.stall(send, watch, SSE_HEADERS)
+    done = await faults.before_response(fault, send, watch, stream=True, stall_headers=SSE_HEADERS)
+    if done is not None:                                   # refused, stalled or dropped: record it
+        return record(*done)
     if fault is not None and fault.kind == "status":
         return await my_vendor_error(send, fault.status, faults.retry_after_headers(...))
     writer = faults.SseWriter(send, watch, fault=fault, delay_ms=knobs.chunk_delay_ms)
@@ -44,6 +43,7 @@ import msgspec
 
 __all__ = [
     "STATUS_FAULTS",
+    "before_response",
     "DisconnectWatch",
     "Fault",
     "SseWriter",
@@ -164,6 +164,26 @@ async def stall(send: Send, watch: DisconnectWatch, headers: list[tuple[bytes, b
     if not gone:
         await drop_connection(send)
     return gone
+
+
+async def before_response(
+    fault: Fault | None, send: Send, watch: DisconnectWatch, *, stream: bool, stall_headers: list[tuple[bytes, bytes]]
+) -> tuple[int, bool] | None:
+    """Carry out a fault that happens before any response body — ``refuse``, ``stall``, and
+    ``disconnect`` of a non-streaming request (a stream is cut by ``SseWriter`` instead) — and
+    return ``(status, client_went_away)`` for the request record; None when ``fault`` is none of
+    these and the vendor path goes on."""
+    if fault is None:
+        return None
+    if fault.kind == "refuse":
+        await refuse(send)
+        return 0, False
+    if fault.kind == "stall":
+        return 200, await stall(send, watch, stall_headers)
+    if fault.kind == "disconnect" and not stream:
+        await drop_connection(send)
+        return 0, False
+    return None
 
 
 class SseWriter:
