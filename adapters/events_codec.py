@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from datetime import UTC
 
+import msgspec
 from google.protobuf.message import DecodeError
 
 from application.ports import OutboxMessage
-from domain.events import AuthenticationAudited, ChatCompleted, DomainEvent, ModelHealthChanged, RegistryChanged
+from domain.events import DomainEvent
 from lumina.v1 import events_pb2
 
 __all__ = ["EventDecodeError", "decode_event", "encode_event"]
@@ -20,6 +21,21 @@ __all__ = ["EventDecodeError", "decode_event", "encode_event"]
 
 class EventDecodeError(ValueError):
     """The payload is not a ``lumina.v1.EventEnvelope`` carrying an event this build knows."""
+
+
+# Each event's msgspec tag names its field in the envelope's ``payload`` oneof, and the event's own
+# fields (all but the envelope's event_id, tenant_id, occurred_at) are that message's fields, by name:
+# a new event needs its Struct and its proto message, nothing here.
+_ENVELOPE_FIELDS = frozenset({"event_id", "tenant_id", "occurred_at"})
+_EVENTS: dict[str, tuple[type[DomainEvent], tuple[str, ...]]] = {}
+for _cls in DomainEvent.__args__:  # type: ignore[attr-defined]
+    _tag = _cls.__struct_config__.tag
+    _fields = tuple(f.name for f in msgspec.structs.fields(_cls) if f.name not in _ENVELOPE_FIELDS)
+    _proto = events_pb2.EventEnvelope.DESCRIPTOR.fields_by_name[_tag].message_type
+    _missing = set(_fields) - set(_proto.fields_by_name)
+    if _missing:  # pragma: no cover - caught by the round-trip tests at import
+        raise TypeError(f"events.proto {_proto.name} lacks fields {sorted(_missing)} of {_cls.__name__}")
+    _EVENTS[_tag] = (_cls, _fields)
 
 
 def encode_event(event: DomainEvent, headers: dict[str, str] | None = None) -> OutboxMessage:
@@ -31,50 +47,12 @@ def encode_event(event: DomainEvent, headers: dict[str, str] | None = None) -> O
         event_type=event.event_type,
     )
     envelope.occurred_at.FromDatetime(event.occurred_at)
-    match event:
-        case ChatCompleted():
-            envelope.chat_completed.CopyFrom(
-                events_pb2.ChatCompleted(
-                    request_id=event.request_id,
-                    provider=event.provider,
-                    model=event.model,
-                    input_tokens=event.input_tokens,
-                    output_tokens=event.output_tokens,
-                    cost_micros=event.cost_micros,
-                    latency_ms=event.latency_ms,
-                    finish_reason=event.finish_reason,
-                    conversation_id=event.conversation_id,
-                )
-            )
-        case RegistryChanged():
-            envelope.registry_changed.CopyFrom(
-                events_pb2.RegistryChanged(entity=event.entity, name=event.name, action=event.action)
-            )
-        case ModelHealthChanged():
-            envelope.model_health_changed.CopyFrom(
-                events_pb2.ModelHealthChanged(
-                    provider=event.provider,
-                    model=event.model,
-                    previous=event.previous,
-                    current=event.current,
-                    error_rate=event.error_rate,
-                    latency_ms=event.latency_ms,
-                    ttft_ms=event.ttft_ms,
-                    replica=event.replica,
-                )
-            )
-        case AuthenticationAudited():
-            envelope.authentication_audited.CopyFrom(
-                events_pb2.AuthenticationAudited(
-                    method=event.method,
-                    outcome=event.outcome,
-                    user_id=event.user_id,
-                    reason=event.reason,
-                    client_address=event.client_address,
-                )
-            )
-        case _:  # pragma: no cover - DomainEvent is a closed union
-            raise TypeError(f"no protobuf mapping for event type {type(event).__name__}")
+    tag = type(event).__struct_config__.tag
+    _, fields = _EVENTS[tag]
+    body = getattr(envelope, tag)
+    for name in fields:
+        setattr(body, name, getattr(event, name))
+    body.SetInParent()  # an event whose fields are all defaults still selects its oneof case
     return OutboxMessage(
         event_id=event.event_id,
         subject=event.subject,
@@ -91,61 +69,14 @@ def decode_event(payload: bytes) -> DomainEvent:
         raise EventDecodeError(f"not a lumina.v1.EventEnvelope: {exc}") from exc
     if not envelope.event_id:
         raise EventDecodeError("event envelope without event_id")
-    occurred_at = envelope.occurred_at.ToDatetime(tzinfo=UTC)
     kind = envelope.WhichOneof("payload")
-    match kind:
-        case "chat_completed":
-            body = envelope.chat_completed
-            return ChatCompleted(
-                event_id=envelope.event_id,
-                tenant_id=envelope.tenant_id,
-                occurred_at=occurred_at,
-                request_id=body.request_id,
-                provider=body.provider,
-                model=body.model,
-                input_tokens=body.input_tokens,
-                output_tokens=body.output_tokens,
-                cost_micros=body.cost_micros,
-                latency_ms=body.latency_ms,
-                finish_reason=body.finish_reason,
-                conversation_id=body.conversation_id,
-            )
-        case "registry_changed":
-            reg = envelope.registry_changed
-            return RegistryChanged(
-                event_id=envelope.event_id,
-                tenant_id=envelope.tenant_id,
-                occurred_at=occurred_at,
-                entity=reg.entity,
-                name=reg.name,
-                action=reg.action,
-            )
-        case "model_health_changed":
-            h = envelope.model_health_changed
-            return ModelHealthChanged(
-                event_id=envelope.event_id,
-                tenant_id=envelope.tenant_id,
-                occurred_at=occurred_at,
-                provider=h.provider,
-                model=h.model,
-                previous=h.previous,
-                current=h.current,
-                error_rate=h.error_rate,
-                latency_ms=h.latency_ms,
-                ttft_ms=h.ttft_ms,
-                replica=h.replica,
-            )
-        case "authentication_audited":
-            a = envelope.authentication_audited
-            return AuthenticationAudited(
-                event_id=envelope.event_id,
-                tenant_id=envelope.tenant_id,
-                occurred_at=occurred_at,
-                method=a.method,
-                outcome=a.outcome,
-                user_id=a.user_id,
-                reason=a.reason,
-                client_address=a.client_address,
-            )
-        case _:
-            raise EventDecodeError(f"unknown event payload {kind!r} in envelope {envelope.event_id}")
+    if kind not in _EVENTS:
+        raise EventDecodeError(f"unknown event payload {kind!r} in envelope {envelope.event_id}")
+    cls, fields = _EVENTS[kind]
+    body = getattr(envelope, kind)
+    return cls(
+        event_id=envelope.event_id,
+        tenant_id=envelope.tenant_id,
+        occurred_at=envelope.occurred_at.ToDatetime(tzinfo=UTC),
+        **{name: getattr(body, name) for name in fields},
+    )

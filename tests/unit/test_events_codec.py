@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from adapters.events_codec import EventDecodeError, decode_event, encode_event
-from domain.events import ChatCompleted
+from domain.events import AuthenticationAudited, ChatCompleted, ModelHealthChanged, RegistryChanged
 from lumina.v1 import events_pb2
 
 
@@ -61,3 +61,28 @@ def test_non_utc_timestamps_keep_the_instant() -> None:
 def test_garbage_or_unknown_payload_is_rejected(payload: bytes) -> None:
     with pytest.raises(EventDecodeError):
         decode_event(payload)
+
+
+_AT = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        RegistryChanged(event_id="e1", tenant_id="acme", occurred_at=_AT, entity="model", name="m", action="put"),
+        ModelHealthChanged(
+            event_id="e2", tenant_id="acme", occurred_at=_AT, provider="p", model="m", previous="healthy",
+            current="degraded", error_rate=0.25, latency_ms=120, ttft_ms=40, replica="r1",
+        ),
+        AuthenticationAudited(
+            event_id="e3", tenant_id="acme", occurred_at=_AT, method="password", outcome="failure",
+            user_id="u1", reason="invalid_credentials", client_address="127.0.0.1",
+        ),
+        AuthenticationAudited(event_id="e4", tenant_id="acme", occurred_at=_AT, method="totp", outcome="success"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_every_event_type_round_trips(event: object) -> None:
+    message = encode_event(event)  # type: ignore[arg-type]
+    assert decode_event(message.payload) == event
+    assert message.subject == event.subject  # type: ignore[attr-defined]
