@@ -136,14 +136,13 @@ class Backend:
     settings: Settings
     engine: AsyncEngine | None
     uow: UnitOfWorkFactory
-    providers: ProviderPool
+    providers: Any  # what the use cases call: the registry's live pool, or the clients given (a ProviderPool)
     catalog: RegistryCatalog
     stream_chat: StreamChat
     complete_chat: CompleteChat
     metrics: Metrics
     seed: tuple[list[ProviderSpec], list[ModelRoute]] | None
     registry: Any = None  # api.registry.RegistryModule on the production path
-    provider_source: Any = None  # what the use cases call: the registry's live pool, or the given clients
     keys: dict[str, str] = field(default_factory=dict)
     settlements: PostgresSettlements | None = None  # group commit of usage + events (None: per-request UoW)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -196,7 +195,7 @@ class Backend:
         app = create_rest_app(
             stream_chat=self.stream_chat, complete_chat=self.complete_chat, tenant_id=s.tenant_id,
             metrics=self.metrics, readiness=self.readiness,
-            catalog=self.catalog, embed_texts=EmbedTexts(self.catalog, self.provider_source),
+            catalog=self.catalog, embed_texts=EmbedTexts(self.catalog, self.providers),
             model_health=self.registry.health if self.registry is not None else None,
         )
         if self.registry is not None:
@@ -234,7 +233,8 @@ class Backend:
                 await asyncio.wait_for(task, 10)
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
-        await self.providers.aclose()
+        if self.registry is None:  # clients given to build_backend; the registry closes its own
+            await self.providers.aclose()
         if self.registry is not None:
             await self.registry.aclose()
         if self._bus is not None:
@@ -288,9 +288,8 @@ def build_backend(
     metered = MeteredSettlements(settlements or UnitOfWorkSettlements(uow), metrics)
     stream = StreamChat(catalog=catalog, providers=source, uow=uow, clock=clock, ids=ids, settlements=metered)
     return Backend(
-        settings=settings, engine=engine, uow=uow, providers=pool, catalog=catalog, stream_chat=stream,
+        settings=settings, engine=engine, uow=uow, providers=source, catalog=catalog, stream_chat=stream,
         complete_chat=CompleteChat(stream), metrics=metrics, seed=chosen_seed, registry=registry,  # type: ignore[arg-type]
-        provider_source=source,
         keys=keys, settlements=settlements,
     )
 
