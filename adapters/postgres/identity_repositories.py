@@ -1,7 +1,9 @@
 """Identity repositories in SQLAlchemy Core over the unit of work's ``AsyncSession``: rows map to
 the domain's frozen Structs here, so the domain stays unaware of SQLAlchemy. The single-use
-operations (TOTP timecode, recovery code, reset token, challenge, sign count) are one conditional
-statement each, atomic under concurrency."""
+operations (TOTP timecode, recovery code, reset token, challenge, OIDC state, sign count) are one
+conditional statement each, atomic under concurrency. Secrets that must be read back (TOTP seeds,
+OIDC client secrets) are sealed here with the ``Kms`` port, bound to their row's identity, so the
+domain and the use cases only ever see them plain and the database never does."""
 
 from __future__ import annotations
 
@@ -16,12 +18,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.postgres import identity_tables as t
 from adapters.postgres.errors import translate_errors
-from application.identity.ports import MailMessage
-from domain.errors import InvalidRequest
+from adapters.secrets import KmsError
+from application.identity.ports import Kms, MailMessage
+from domain.errors import InvalidRequest, Unavailable
 from domain.identity import (
     ApiKey,
     CeremonyPurpose,
     Membership,
+    OidcIdentity,
+    OidcLoginState,
+    OidcProvider,
     PasskeyCredential,
     PasswordResetToken,
     RecoveryCode,
@@ -40,6 +46,9 @@ __all__ = [
     "SqlChallengeRepository",
     "SqlMailOutbox",
     "SqlMembershipRepository",
+    "SqlOidcIdentityRepository",
+    "SqlOidcProviderRepository",
+    "SqlOidcStateRepository",
     "SqlPasskeyRepository",
     "SqlRecoveryCodeRepository",
     "SqlResetTokenRepository",
@@ -60,11 +69,35 @@ class _Repo:
             return await self._s.execute(stmt)
 
 
+class _Sealing(_Repo):
+    def __init__(self, session: AsyncSession, kms: Kms) -> None:
+        super().__init__(session)
+        self._kms = kms
+
+    def _seal(self, plaintext: str, context: dict[str, str]) -> bytes:
+        return self._kms.encrypt(plaintext.encode(), context)
+
+    def _unseal(self, what: str, ciphertext: bytes, context: dict[str, str]) -> str:
+        try:
+            return self._kms.decrypt(bytes(ciphertext), context).decode()
+        except KmsError as exc:  # the message names no secret; the key file or the row is wrong
+            raise Unavailable(f"cannot unseal the {what}: {exc}") from exc
+
+
+def totp_seed_context(tenant_id: str, user_id: str) -> dict[str, str]:
+    return {"purpose": "totp_seed", "tenant_id": tenant_id, "user_id": user_id}
+
+
+def oidc_secret_context(tenant_id: str, issuer: str, client_id: str) -> dict[str, str]:
+    return {"purpose": "oidc_client_secret", "tenant_id": tenant_id, "issuer": issuer, "client_id": client_id}
+
+
 class SqlTenantRepository(_Repo):
     async def add(self, tenant: Tenant) -> None:
         values = dict(id=tenant.id, name=tenant.name, created_at=tenant.created_at, require_mfa=tenant.policy.require_mfa,
                       oidc_jit_users=tenant.policy.oidc_jit_users,
-                      oidc_link_by_verified_email=tenant.policy.oidc_link_by_verified_email)
+                      oidc_link_by_verified_email=tenant.policy.oidc_link_by_verified_email,
+                      memory_enabled=tenant.policy.memory_enabled)
         try:
             async with self._s.begin_nested():
                 await self._exec("tenants.add", sa.insert(t.tenants).values(**values))
@@ -78,8 +111,14 @@ class SqlTenantRepository(_Repo):
         return Tenant(
             id=row.id, name=row.name, created_at=row.created_at,
             policy=TenantPolicy(require_mfa=row.require_mfa, oidc_jit_users=row.oidc_jit_users,
-                                oidc_link_by_verified_email=row.oidc_link_by_verified_email),
+                                oidc_link_by_verified_email=row.oidc_link_by_verified_email,
+                                memory_enabled=row.memory_enabled),
         )
+
+    async def set_policy(self, tenant_id: str, policy: TenantPolicy) -> None:
+        await self._exec("tenants.set_policy", sa.update(t.tenants).where(t.tenants.c.id == tenant_id).values(
+            require_mfa=policy.require_mfa, oidc_jit_users=policy.oidc_jit_users,
+            oidc_link_by_verified_email=policy.oidc_link_by_verified_email, memory_enabled=policy.memory_enabled))
 
 
 class SqlTeamRepository(_Repo):
@@ -126,6 +165,10 @@ class SqlUserRepository(_Repo):
     async def set_password_hash(self, tenant_id: str, user_id: str, password_hash: str) -> None:
         await self._exec("users.set_password_hash", sa.update(t.users).where(
             t.users.c.tenant_id == tenant_id, t.users.c.id == user_id).values(password_hash=password_hash))
+
+    async def set_email_verified(self, tenant_id: str, user_id: str) -> None:
+        await self._exec("users.set_email_verified", sa.update(t.users).where(
+            t.users.c.tenant_id == tenant_id, t.users.c.id == user_id).values(email_verified=True))
 
 
 class SqlMembershipRepository(_Repo):
@@ -179,9 +222,13 @@ class SqlSessionRepository(_Repo):
         return [_session(r) for r in rows]
 
 
-class SqlTotpRepository(_Repo):
+class SqlTotpRepository(_Sealing):
+    """Seeds are sealed (``seed_ciphertext``); a plaintext seed left by a revision before 0008 is
+    sealed, and its plaintext cleared, the first time it is read."""
+
     async def put(self, credential: TotpCredential) -> None:
-        values = dict(user_id=credential.user_id, tenant_id=credential.tenant_id, secret=credential.secret,
+        sealed = self._seal(credential.secret, totp_seed_context(credential.tenant_id, credential.user_id))
+        values = dict(user_id=credential.user_id, tenant_id=credential.tenant_id, secret=None, seed_ciphertext=sealed,
                       confirmed=credential.confirmed, created_at=credential.created_at,
                       last_timecode=credential.last_timecode)
         stmt = insert(t.totp_credentials).values(**values)
@@ -194,7 +241,16 @@ class SqlTotpRepository(_Repo):
             c.tenant_id == tenant_id, c.user_id == user_id))).first()
         if row is None:
             return None
-        return TotpCredential(user_id=row.user_id, tenant_id=row.tenant_id, secret=row.secret, confirmed=row.confirmed,
+        context = totp_seed_context(row.tenant_id, row.user_id)
+        if row.seed_ciphertext is not None:
+            seed = self._unseal("TOTP seed", row.seed_ciphertext, context)
+        elif row.secret:
+            seed = row.secret
+            await self._exec("totp.seal_legacy", sa.update(t.totp_credentials).where(c.user_id == row.user_id).values(
+                seed_ciphertext=self._seal(seed, context), secret=None))
+        else:
+            return None
+        return TotpCredential(user_id=row.user_id, tenant_id=row.tenant_id, secret=seed, confirmed=row.confirmed,
                               created_at=row.created_at, last_timecode=row.last_timecode)
 
     async def delete(self, tenant_id: str, user_id: str) -> None:
@@ -349,3 +405,93 @@ class SqlMailOutbox(_Repo):
 
     async def mark_sent(self, message_id: str, at: datetime) -> None:
         await self._exec("mail.sent", sa.update(t.mail_outbox).where(t.mail_outbox.c.id == message_id).values(sent_at=at, body=""))
+
+    async def mark_failed(self, message_id: str, at: datetime, error: str) -> None:
+        await self._exec("mail.failed", sa.update(t.mail_outbox).where(t.mail_outbox.c.id == message_id).values(
+            sent_at=at, body="", error=error[:500]))
+
+
+class SqlOidcProviderRepository(_Sealing):
+    async def put(self, provider: OidcProvider) -> None:
+        now = provider.created_at
+        values = dict(
+            tenant_id=provider.tenant_id, issuer=provider.issuer, client_id=provider.client_id,
+            client_secret_ciphertext=self._seal(
+                provider.client_secret, oidc_secret_context(provider.tenant_id, provider.issuer, provider.client_id)),
+            redirect_uris=list(provider.redirect_uris), scopes=list(provider.scopes),
+            created_at=now or sa.func.now(), updated_at=now or sa.func.now(),
+        )
+        stmt = insert(t.oidc_providers).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["tenant_id"],
+            set_={k: v for k, v in values.items() if k not in ("tenant_id", "created_at")},
+        )
+        await self._exec("oidc_providers.put", stmt)
+
+    async def get(self, tenant_id: str) -> OidcProvider | None:
+        row = (await self._exec("oidc_providers.get", sa.select(t.oidc_providers).where(
+            t.oidc_providers.c.tenant_id == tenant_id))).first()
+        if row is None:
+            return None
+        secret = self._unseal("OIDC client secret", row.client_secret_ciphertext,
+                              oidc_secret_context(row.tenant_id, row.issuer, row.client_id))
+        return OidcProvider(tenant_id=row.tenant_id, issuer=row.issuer, client_id=row.client_id, client_secret=secret,
+                            redirect_uris=tuple(row.redirect_uris), scopes=tuple(row.scopes), created_at=row.created_at)
+
+    async def delete(self, tenant_id: str) -> bool:
+        c = t.oidc_providers.c
+        stmt = sa.delete(t.oidc_providers).where(c.tenant_id == tenant_id).returning(c.tenant_id)
+        return (await self._exec("oidc_providers.delete", stmt)).first() is not None
+
+
+def _oidc_identity(r: Any) -> OidcIdentity:
+    return OidcIdentity(tenant_id=r.tenant_id, issuer=r.issuer, subject=r.subject, user_id=r.user_id,
+                        created_at=r.created_at, email=r.email, last_login_at=r.last_login_at)
+
+
+class SqlOidcIdentityRepository(_Repo):
+    async def add(self, identity: OidcIdentity) -> bool:
+        c = t.oidc_identities.c
+        stmt = (insert(t.oidc_identities).values(
+            tenant_id=identity.tenant_id, issuer=identity.issuer, subject=identity.subject, user_id=identity.user_id,
+            email=identity.email, created_at=identity.created_at, last_login_at=identity.last_login_at)
+            .on_conflict_do_nothing(index_elements=["tenant_id", "issuer", "subject"]).returning(c.subject))
+        return (await self._exec("oidc_identities.add", stmt)).first() is not None
+
+    async def get(self, tenant_id: str, issuer: str, subject: str) -> OidcIdentity | None:
+        c = t.oidc_identities.c
+        row = (await self._exec("oidc_identities.get", sa.select(t.oidc_identities).where(
+            c.tenant_id == tenant_id, c.issuer == issuer, c.subject == subject))).first()
+        return None if row is None else _oidc_identity(row)
+
+    async def list_for_user(self, tenant_id: str, user_id: str) -> Sequence[OidcIdentity]:
+        c = t.oidc_identities.c
+        rows = await self._exec("oidc_identities.list", sa.select(t.oidc_identities).where(
+            c.tenant_id == tenant_id, c.user_id == user_id).order_by(c.created_at))
+        return [_oidc_identity(r) for r in rows]
+
+    async def touch(self, tenant_id: str, issuer: str, subject: str, at: datetime) -> None:
+        c = t.oidc_identities.c
+        await self._exec("oidc_identities.touch", sa.update(t.oidc_identities).where(
+            c.tenant_id == tenant_id, c.issuer == issuer, c.subject == subject).values(last_login_at=at))
+
+
+class SqlOidcStateRepository(_Repo):
+    async def add(self, state: OidcLoginState) -> None:
+        await self._exec("oidc_states.add", sa.insert(t.oidc_login_states).values(
+            state_hash=state.state_hash, tenant_id=state.tenant_id, nonce=state.nonce,
+            code_verifier=state.code_verifier, redirect_uri=state.redirect_uri, expires_at=state.expires_at))
+
+    async def take(self, state_hash: str) -> OidcLoginState | None:
+        c = t.oidc_login_states.c
+        row = (await self._exec("oidc_states.take", sa.delete(t.oidc_login_states).where(c.state_hash == state_hash)
+                                .returning(*t.oidc_login_states.c))).first()
+        if row is None:
+            return None
+        return OidcLoginState(state_hash=row.state_hash, tenant_id=row.tenant_id, nonce=row.nonce,
+                              code_verifier=row.code_verifier, redirect_uri=row.redirect_uri, expires_at=row.expires_at)
+
+    async def purge_expired(self, now: datetime) -> int:
+        c = t.oidc_login_states.c
+        result = await self._exec("oidc_states.purge", sa.delete(t.oidc_login_states).where(c.expires_at <= now))
+        return int(result.rowcount or 0)

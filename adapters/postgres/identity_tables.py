@@ -1,7 +1,8 @@
-"""Identity schema (revision 0004) on the shared ``tables.metadata``: tenants, teams, users,
-memberships, sessions, second factors, API keys, reset tokens, WebAuthn challenges, mail outbox.
-Secrets are stored only as hashes (TOTP seeds excepted). Constraint names follow the metadata's
-naming convention, so revision 0004 spells them out the same."""
+"""Identity schema (revisions 0004 and 0008) on the shared ``tables.metadata``: tenants, teams,
+users, memberships, sessions, second factors, API keys, reset tokens, WebAuthn challenges, mail
+outbox, OIDC providers, identities and login states. Secrets are stored as hashes, or sealed by the
+key-management port where they must be read back (TOTP seeds, OIDC client secrets). Constraint
+names follow the metadata's naming convention, so the revisions spell them out the same."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ __all__ = [
     "auth_sessions",
     "mail_outbox",
     "memberships",
+    "oidc_identities",
+    "oidc_login_states",
+    "oidc_providers",
     "passkeys",
     "password_reset_tokens",
     "recovery_codes",
@@ -42,6 +46,7 @@ tenants = sa.Table(
     sa.Column("require_mfa", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("oidc_jit_users", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("oidc_link_by_verified_email", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("memory_enabled", sa.Boolean, nullable=False, server_default=sa.true()),
 )
 
 teams = sa.Table(
@@ -97,7 +102,8 @@ totp_credentials = sa.Table(
     metadata,
     sa.Column("user_id", sa.Text, _user_fk(), primary_key=True),
     sa.Column("tenant_id", sa.Text, nullable=False),
-    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("secret", sa.Text, nullable=True),  # legacy plaintext seed (before 0008); sealed on first read
+    sa.Column("seed_ciphertext", BYTEA, nullable=True),  # the seed sealed by the Kms port
     sa.Column("confirmed", sa.Boolean, nullable=False),
     sa.Column("created_at", _ts, nullable=False),
     sa.Column("last_timecode", sa.BigInteger, nullable=True),
@@ -171,6 +177,43 @@ mail_outbox = sa.Table(
     sa.Column("subject", sa.Text, nullable=False),
     sa.Column("body", sa.Text, nullable=False),  # wiped once sent (may hold a reset link)
     sa.Column("created_at", _ts, nullable=False, server_default=_now),
-    sa.Column("sent_at", _ts, nullable=True),
+    sa.Column("sent_at", _ts, nullable=True),  # sent, or given up on (error set)
+    sa.Column("error", sa.Text, nullable=True),
     sa.Index("ix_mail_outbox_unsent", "seq", postgresql_where=sa.text("sent_at IS NULL")),
+)
+
+oidc_providers = sa.Table(
+    "oidc_providers",
+    metadata,
+    sa.Column("tenant_id", sa.Text, sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("issuer", sa.Text, nullable=False),
+    sa.Column("client_id", sa.Text, nullable=False),
+    sa.Column("client_secret_ciphertext", BYTEA, nullable=False),  # sealed by the Kms port
+    sa.Column("redirect_uris", JSONB, nullable=False),
+    sa.Column("scopes", JSONB, nullable=False),
+    sa.Column("created_at", _ts, nullable=False),
+    sa.Column("updated_at", _ts, nullable=False),
+)
+
+oidc_identities = sa.Table(
+    "oidc_identities",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("issuer", sa.Text, primary_key=True),
+    sa.Column("subject", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, _user_fk(), nullable=False, index=True),
+    sa.Column("email", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", _ts, nullable=False),
+    sa.Column("last_login_at", _ts, nullable=True),
+)
+
+oidc_login_states = sa.Table(
+    "oidc_login_states",
+    metadata,
+    sa.Column("state_hash", sa.Text, primary_key=True),
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("nonce", sa.Text, nullable=False),
+    sa.Column("code_verifier", sa.Text, nullable=False),
+    sa.Column("redirect_uri", sa.Text, nullable=False),
+    sa.Column("expires_at", _ts, nullable=False, index=True),
 )

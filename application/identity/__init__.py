@@ -5,6 +5,16 @@ from application.identity.accounts import ChangePassword, CreateTeam, CreateTena
 from application.identity.api_keys import AuthenticateApiKey, CreateApiKey, CreatedApiKey, ListApiKeys, RevokeApiKey
 from application.identity.context import IdentityContext, IssuedSession
 from application.identity.login import PasswordLogin, VerifySecondFactor
+from application.identity.oidc import (
+    BeginOidcLogin,
+    ConfigureOidc,
+    FinishOidcLogin,
+    OidcClaims,
+    OidcClient,
+    OidcMetadata,
+    OidcTokens,
+    RemoveOidc,
+)
 from application.identity.passkeys import (
     BeginPasskeyLogin,
     BeginPasskeyRegistration,
@@ -12,7 +22,7 @@ from application.identity.passkeys import (
     FinishPasskeyLogin,
     FinishPasskeyRegistration,
 )
-from application.identity.recovery import DeliverMail, RequestPasswordReset, ResetPassword
+from application.identity.recovery import DeliverMail, MailRelayContext, RequestPasswordReset, ResetPassword
 from application.identity.sessions import EndOtherSessions, Logout, ResolveSession
 from application.identity.totp import (
     BeginTotpEnrolment,
@@ -24,11 +34,13 @@ from application.identity.totp import (
 
 __all__ = [
     "AuthenticateApiKey",
+    "BeginOidcLogin",
     "BeginPasskeyLogin",
     "BeginPasskeyRegistration",
     "BeginTotpEnrolment",
     "Ceremony",
     "ChangePassword",
+    "ConfigureOidc",
     "ConfirmTotpEnrolment",
     "CreateApiKey",
     "CreateTeam",
@@ -36,15 +48,22 @@ __all__ = [
     "CreatedApiKey",
     "DeliverMail",
     "EndOtherSessions",
+    "FinishOidcLogin",
     "FinishPasskeyLogin",
     "FinishPasskeyRegistration",
     "IdentityContext",
     "IssuedSession",
     "ListApiKeys",
     "Logout",
+    "MailRelayContext",
+    "OidcClaims",
+    "OidcClient",
+    "OidcMetadata",
+    "OidcTokens",
     "PasswordLogin",
     "RegenerateRecoveryCodes",
     "RegisterUser",
+    "RemoveOidc",
     "RequestPasswordReset",
     "ResetPassword",
     "ResolveSession",

@@ -14,6 +14,9 @@ from domain.events import DomainEvent
 from domain.identity import (
     ApiKey,
     Membership,
+    OidcIdentity,
+    OidcLoginState,
+    OidcProvider,
     PasskeyCredential,
     PasswordResetToken,
     RecoveryCode,
@@ -21,6 +24,7 @@ from domain.identity import (
     StrengthReport,
     Team,
     Tenant,
+    TenantPolicy,
     TotpCredential,
     User,
     WebAuthnChallenge,
@@ -31,12 +35,17 @@ __all__ = [
     "ChallengeRepository",
     "IdentityUnitOfWork",
     "IdentityUnitOfWorkFactory",
+    "Kms",
     "LoginLimiter",
     "MailMessage",
     "MailOutbox",
+    "MailRejected",
     "MailSender",
     "MembershipRepository",
     "NewPasskey",
+    "OidcIdentityRepository",
+    "OidcProviderRepository",
+    "OidcStateRepository",
     "PasskeyRepository",
     "PasswordHasher",
     "PasswordStrength",
@@ -61,6 +70,8 @@ class TenantRepository(Protocol):
 
     async def get(self, tenant_id: str) -> Tenant | None: ...
 
+    async def set_policy(self, tenant_id: str, policy: TenantPolicy) -> None: ...
+
 
 class TeamRepository(Protocol):
     async def add(self, team: Team) -> None: ...
@@ -78,6 +89,8 @@ class UserRepository(Protocol):
     async def by_email(self, tenant_id: str, email: str) -> User | None: ...
 
     async def set_password_hash(self, tenant_id: str, user_id: str, password_hash: str) -> None: ...
+
+    async def set_email_verified(self, tenant_id: str, user_id: str) -> None: ...
 
 
 class MembershipRepository(Protocol):
@@ -169,6 +182,40 @@ class ApiKeyRepository(Protocol):
     async def touch(self, key_id: str, at: datetime) -> None: ...
 
 
+class OidcProviderRepository(Protocol):
+    """One identity provider per tenant; the client secret is sealed at rest by the adapter."""
+
+    async def put(self, provider: OidcProvider) -> None:
+        """Insert or replace the tenant's provider."""
+        ...
+
+    async def get(self, tenant_id: str) -> OidcProvider | None: ...
+
+    async def delete(self, tenant_id: str) -> bool: ...
+
+
+class OidcIdentityRepository(Protocol):
+    async def add(self, identity: OidcIdentity) -> bool:
+        """False when (tenant, issuer, subject) is already linked (e.g. a concurrent first login)."""
+        ...
+
+    async def get(self, tenant_id: str, issuer: str, subject: str) -> OidcIdentity | None: ...
+
+    async def list_for_user(self, tenant_id: str, user_id: str) -> Sequence[OidcIdentity]: ...
+
+    async def touch(self, tenant_id: str, issuer: str, subject: str, at: datetime) -> None: ...
+
+
+class OidcStateRepository(Protocol):
+    async def add(self, state: OidcLoginState) -> None: ...
+
+    async def take(self, state_hash: str) -> OidcLoginState | None:
+        """Delete and return (single use, atomic); None when unknown or already taken."""
+        ...
+
+    async def purge_expired(self, now: datetime) -> int: ...
+
+
 class MailMessage(msgspec.Struct, frozen=True):
     id: str
     to: str
@@ -186,6 +233,10 @@ class MailOutbox(Protocol):
 
     async def mark_sent(self, message_id: str, at: datetime) -> None: ...
 
+    async def mark_failed(self, message_id: str, at: datetime, error: str) -> None:
+        """Out of the queue for good (body wiped), with why; ``error`` holds no message content."""
+        ...
+
 
 class IdentityUnitOfWork(Protocol):
     tenants: TenantRepository
@@ -200,6 +251,9 @@ class IdentityUnitOfWork(Protocol):
     reset_tokens: ResetTokenRepository
     api_keys: ApiKeyRepository
     mail: MailOutbox
+    oidc_providers: OidcProviderRepository
+    oidc_identities: OidcIdentityRepository
+    oidc_states: OidcStateRepository
 
     def record(self, event: DomainEvent) -> None: ...
 
@@ -312,5 +366,20 @@ class LoginLimiter(Protocol):
     async def succeeded(self, keys: Sequence[str]) -> None: ...
 
 
+class Kms(Protocol):
+    """Key management (``adapters.secrets``; same shape as ``application.registry.Kms``): seals
+    secrets that must be read back (TOTP seeds, OIDC client secrets), bound to ``context``."""
+
+    def encrypt(self, plaintext: bytes, context: dict[str, str]) -> bytes: ...
+
+    def decrypt(self, ciphertext: bytes, context: dict[str, str]) -> bytes: ...
+
+
+class MailRejected(Exception):
+    """The mail server refused a message for good (a 5xx answer): sending it again cannot help."""
+
+
 class MailSender(Protocol):
-    async def send(self, message: MailMessage) -> None: ...
+    async def send(self, message: MailMessage) -> None:
+        """Deliver or raise: ``MailRejected`` when refused for good, ``Unavailable`` otherwise."""
+        ...

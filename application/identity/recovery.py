@@ -6,14 +6,26 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Protocol
 
 from application.identity.accounts import check_new_password
 from application.identity.context import IdentityContext, audit
-from application.identity.ports import MailMessage, MailSender
+from application.identity.ports import (
+    IdentityUnitOfWorkFactory,
+    MailMessage,
+    MailRejected,
+    MailSender,
+)
 from domain.errors import InvalidRequest
-from domain.identity import InvalidCredentials, PasswordResetToken, normalize_email, validate_tenant_id
+from domain.identity import (
+    InvalidCredentials,
+    PasswordResetToken,
+    normalize_email,
+    validate_tenant_id,
+)
+from domain.ports import Clock
 
-__all__ = ["DeliverMail", "RequestPasswordReset", "ResetPassword"]
+__all__ = ["DeliverMail", "MailRelayContext", "RequestPasswordReset", "ResetPassword"]
 
 
 class RequestPasswordReset:
@@ -60,7 +72,8 @@ class RequestPasswordReset:
 
 
 class ResetPassword:
-    """Token + new password. The token is consumed atomically (single use) and must be unexpired."""
+    """Token + new password. The token is consumed atomically (single use) and must be unexpired.
+    Opening the mailed link proves control of the mailbox, so the address counts as verified."""
 
     def __init__(self, ctx: IdentityContext) -> None:
         self._ctx = ctx
@@ -78,24 +91,48 @@ class ResetPassword:
             check_new_password(ctx, new_password, [user.email, user.display_name, user.email.split("@")[0]])
             await uow.users.set_password_hash(user.tenant_id, user.id, await asyncio.to_thread(ctx.hasher.hash, new_password))
             await uow.sessions.delete_for_user(user.tenant_id, user.id)
+            if not user.email_verified:
+                await uow.users.set_email_verified(user.tenant_id, user.id)
             audit(ctx, uow, user.tenant_id, "password_reset", "succeeded", user_id=user.id, client=client)
             await uow.commit()
 
 
-class DeliverMail:
-    """The mail relay: send what the outbox holds, mark it sent (body wiped). Returns how many."""
+class MailRelayContext(Protocol):
+    """What the mail relay needs (an ``IdentityContext`` has it; the worker builds just this)."""
 
-    def __init__(self, ctx: IdentityContext, sender: MailSender, batch: int = 20) -> None:
+    @property
+    def uow(self) -> IdentityUnitOfWorkFactory: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+
+class DeliverMail:
+    """The mail relay: send what the outbox holds, oldest first, and mark each sent (body wiped).
+    Each message is claimed, sent and marked in a transaction of its own (SKIP LOCKED: two workers
+    never send the same one), so a failure part way keeps what went out marked. A message the
+    server refuses for good (``MailRejected``) is marked failed and leaves the queue; any other
+    failure propagates and the message is tried again on the next run. Returns how many were sent."""
+
+    def __init__(self, ctx: MailRelayContext, sender: MailSender, batch: int = 20) -> None:
         self._ctx = ctx
         self._sender = sender
         self._batch = batch
 
     async def __call__(self) -> int:
         sent = 0
-        async with self._ctx.uow() as uow:
-            for message in await uow.mail.claim_unsent(self._batch):
-                await self._sender.send(message)
-                await uow.mail.mark_sent(message.id, self._ctx.clock.now())
-                sent += 1
-            await uow.commit()
+        for _ in range(self._batch):
+            async with self._ctx.uow() as uow:
+                claimed = await uow.mail.claim_unsent(1)
+                if not claimed:
+                    break
+                message = claimed[0]
+                try:
+                    await self._sender.send(message)
+                except MailRejected as exc:
+                    await uow.mail.mark_failed(message.id, self._ctx.clock.now(), str(exc))
+                else:
+                    await uow.mail.mark_sent(message.id, self._ctx.clock.now())
+                    sent += 1
+                await uow.commit()
         return sent

@@ -34,6 +34,7 @@ from domain.identity.model import (
     normalize_email,
     validate_tenant_id,
 )
+from domain.identity.oidc import OidcIdentity, OidcLoginState, OidcProvider
 from domain.identity.passwords import PasswordPolicy, StrengthReport
 from domain.identity.sessions import Session, SessionPolicy
 
@@ -45,6 +46,9 @@ __all__ = [
     "IdentityError",
     "InvalidCredentials",
     "Membership",
+    "OidcIdentity",
+    "OidcLoginState",
+    "OidcProvider",
     "PasskeyCredential",
     "PasswordPolicy",
     "PasswordResetToken",

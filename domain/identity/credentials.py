@@ -1,6 +1,6 @@
 """Second factors and machine credentials: TOTP, recovery codes, passkeys, API keys, reset tokens,
 WebAuthn challenges. Secrets appear here only as hashes (TOTP seeds excepted: verification needs
-them)."""
+them; the repository seals them at rest with the key-management port)."""
 
 from __future__ import annotations
 

@@ -63,6 +63,8 @@ class TenantPolicy(msgspec.Struct, frozen=True):
     # OIDC: create users on first login, and link an existing user by a verified email.
     oidc_jit_users: bool = False
     oidc_link_by_verified_email: bool = False
+    # long-term memory in the chat path (recall and remember); a request may still turn it off
+    memory_enabled: bool = True
 
 
 class Tenant(msgspec.Struct, frozen=True):

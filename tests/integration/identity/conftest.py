@@ -1,12 +1,17 @@
 """Identity use cases wired to real Postgres (migrated), real Redis and the real primitives. Each
-test gets a tenant of its own; its audit events are read from (and then removed from) the outbox."""
+test gets a tenant of its own; its audit events are read from (and then removed from) the outbox.
+TOTP seeds and OIDC client secrets are sealed with a local-keyfile KMS in a temporary directory;
+``oidc_idp`` is a real OpenID Provider (npm ``oidc-provider``) for the whole session."""
 
 from __future__ import annotations
 
+import functools
+import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -24,13 +29,40 @@ from adapters.identity import (
 )
 from adapters.postgres import create_engine
 from adapters.postgres.identity_uow import SqlIdentityUnitOfWorkFactory
+from adapters.secrets import LocalKeyfileKms
 from adapters.system import TimeOrderedIds
 from application.identity import CreateTenant, IdentityContext, RegisterUser
 from domain.events import AuthenticationAudited
 from domain.identity import BackoffPolicy, Role, TenantPolicy, User
+from tests.harness.oidc import OidcAccount, OidcClientRegistration, OidcProviderServer
 
 ORIGIN = "http://localhost:8080"
 PASSWORD = "violet-harbour-lantern-42"
+
+# The IdP's client and accounts (see tests/integration/identity/test_oidc.py).
+OIDC_CLIENT = OidcClientRegistration(
+    client_id="lumina-console",
+    client_secret="idp-client-secret-0123456789-abcdefghij",
+    redirect_uris=("http://127.0.0.1:8080/auth/oidc/callback", "http://127.0.0.1:8080/other/callback"),
+)
+IDP_PASSWORD = "idp-password-7"
+OIDC_ACCOUNTS = (
+    OidcAccount("sub-carol", IDP_PASSWORD, email="carol@example.com", email_verified=True, name="Carol"),
+    OidcAccount("sub-dave", IDP_PASSWORD, email="dave@example.com", email_verified=True, name="Dave"),
+    OidcAccount("sub-erin", IDP_PASSWORD, email="erin@example.com", email_verified=False, name="Erin"),
+    OidcAccount("sub-frank", IDP_PASSWORD, name="Frank"),  # no email at all
+)
+
+
+@functools.cache
+def shared_data_dir() -> Path:
+    """A data directory per test process: its secrets/kek.key seals TOTP seeds and OIDC secrets."""
+    return Path(tempfile.mkdtemp(prefix="lumina-test-kms-"))
+
+
+@functools.cache
+def shared_kms() -> LocalKeyfileKms:
+    return LocalKeyfileKms.in_data_dir(shared_data_dir())
 
 
 class MovableClock:
@@ -53,6 +85,7 @@ class World:
     clock: MovableClock
     engine: AsyncEngine
     tenant: str
+    kms: LocalKeyfileKms
 
     async def user(self, email: str = "ann@example.com", password: str | None = PASSWORD, role: Role = Role.MEMBER) -> User:
         return await RegisterUser(self.ctx)(self.tenant, email, "Ann", password, role)
@@ -82,7 +115,7 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 def make_ctx(engine: AsyncEngine, redis: Redis, clock: MovableClock, namespace: str, **overrides: object) -> IdentityContext:
     ctx = IdentityContext(
-        uow=SqlIdentityUnitOfWorkFactory(engine),
+        uow=SqlIdentityUnitOfWorkFactory(engine, kms=shared_kms()),
         clock=clock,
         ids=TimeOrderedIds(),
         secrets=SystemSecrets(),
@@ -102,4 +135,11 @@ async def world(engine: AsyncEngine, redis: Redis, request: pytest.FixtureReques
     ctx = make_ctx(engine, redis, clock, f"lumina-test:{tenant}")
     policy = getattr(request, "param", None) or TenantPolicy()
     await CreateTenant(ctx)(tenant, "Test tenant", policy)
-    return World(ctx=ctx, clock=clock, engine=engine, tenant=tenant)
+    return World(ctx=ctx, clock=clock, engine=engine, tenant=tenant, kms=shared_kms())
+
+
+@pytest.fixture(scope="session")
+def oidc_idp() -> Iterator[OidcProviderServer]:
+    """A real OpenID Provider on loopback; strict about ID token claims (email from userinfo)."""
+    with OidcProviderServer(clients=[OIDC_CLIENT], accounts=OIDC_ACCOUNTS) as server:
+        yield server

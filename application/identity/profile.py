@@ -1,0 +1,38 @@
+"""What the caller may read about itself (``WhoAmI``): its user and which factors it has."""
+
+from __future__ import annotations
+
+import msgspec
+
+from application.identity.context import IdentityContext
+from domain.errors import NotFound
+from domain.identity import Principal
+
+__all__ = ["DescribePrincipal", "Profile"]
+
+
+class Profile(msgspec.Struct, frozen=True):
+    principal: Principal
+    email: str
+    display_name: str
+    has_totp: bool
+    passkey_count: int
+    has_password: bool
+
+
+class DescribePrincipal:
+    def __init__(self, ctx: IdentityContext) -> None:
+        self._ctx = ctx
+
+    async def __call__(self, principal: Principal) -> Profile:
+        async with self._ctx.uow() as uow:
+            user = await uow.users.get(principal.tenant_id, principal.user_id)
+            if user is None:
+                raise NotFound("user", principal.user_id)
+            totp = await uow.totp.get(user.tenant_id, user.id)
+            passkeys = await uow.passkeys.list_for_user(user.tenant_id, user.id)
+        return Profile(
+            principal=principal, email=user.email, display_name=user.display_name,
+            has_totp=totp is not None and totp.confirmed, passkey_count=len(passkeys),
+            has_password=user.password_hash is not None,
+        )

@@ -1,0 +1,393 @@
+"""Every edge requires a principal: one production backend (``build_backend`` with nothing faked:
+Postgres for identity, usage and the registry, Redis for the login limiter, the provider simulator
+behind the registry), its admin and bootstrap key made by the first start, driven over real gRPC
+and HTTP by the unmodified openai and anthropic SDKs, httpx and grpc.aio."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import grpc
+import httpx
+import openai
+import pyotp
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from adapters.events_codec import decode_event
+from adapters.postgres.migrate import upgrade_async
+from api.bootstrap import Backend, build_backend
+from api.identity import first_start
+from api.settings import load_settings
+from application.identity import CreateApiKey, ListApiKeys, RegisterUser
+from application.identity.bootstrap import ActAs
+from domain.events import AuthenticationAudited
+from domain.identity import Role
+from lumina.v1 import auth_pb2 as apb
+from lumina.v1 import auth_pb2_grpc, chat_pb2_grpc, provider_pb2_grpc
+from lumina.v1 import chat_pb2 as pb
+from lumina.v1 import provider_pb2 as ppb
+from tests.harness.services import TestServices
+from tools.provider_sim.testing import running_simulator
+
+pytestmark = pytest.mark.timeout(180)
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "violet-harbour-lantern-42"
+UNIFORM = "invalid credentials"
+HI = [{"role": "user", "content": "hello there"}]
+
+
+def new_key() -> str:
+    return f"lum_{secrets.token_hex(6)}_{secrets.token_urlsafe(24)}"
+
+
+@dataclass
+class Platform:
+    backend: Backend
+    settings: Any
+    database_url: str
+    engine: AsyncEngine
+    tenant: str
+    key: str  # the administrator's bootstrap key
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.backend.http_port}"
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.backend.grpc_port}"
+
+    async def outbox_mark(self) -> int:
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(sa.text("SELECT coalesce(max(id), 0) FROM outbox"))).scalar_one())
+
+    async def audits_since(self, mark: int) -> list[AuthenticationAudited]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.text("SELECT payload FROM outbox WHERE id > :m AND subject LIKE '%.auth.audited' ORDER BY id"), {"m": mark}
+            )
+            return [decode_event(r.payload) for r in rows]  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module")
+def sim_port() -> Iterator[int]:
+    with running_simulator() as base_url:
+        yield int(base_url.rsplit(":", 1)[1].split("/")[0])
+
+
+@pytest.fixture(scope="module")
+async def platform(services: TestServices, redis_url: str, sim_port: int, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platform]:
+    database_url = services.create_database("lumina_auth")  # its own: the registry here points at this module's simulator
+    await upgrade_async(database_url)
+    tenant = f"a{uuid.uuid4().hex[:10]}"
+    key = new_key()
+    settings = load_settings(
+        {}, database_url=database_url, redis_url=redis_url, tenant_id=tenant, bootstrap_api_key=key,
+        sim_port=sim_port, data_dir=str(tmp_path_factory.mktemp("auth-edges")),
+    )
+    lines = await first_start(settings, database_url)
+    assert "LUMINA_BOOTSTRAP_API_KEY is its API key" in lines[0] and key not in "".join(lines)
+    backend = build_backend(settings)  # the production path: registry, identity, group commit
+    await backend.start(grpc_port=0, http_port=0)
+    engine = create_async_engine(database_url)
+    try:
+        yield Platform(backend, settings, database_url, engine, tenant, key)
+    finally:
+        await backend.stop()
+        await engine.dispose()
+        services.drop_database(database_url)
+
+
+def meta(credential: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {credential}"),) if credential is not None else ()
+
+
+def hdrs(credential: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {credential}"} if credential is not None else {}
+
+
+async def grpc_complete(platform: Platform, credential: str | None) -> pb.CompleteResponse:
+    async with grpc.aio.insecure_channel(platform.grpc) as channel:
+        return await chat_pb2_grpc.ChatServiceStub(channel).Complete(
+            pb.CompleteRequest(parameters=pb.ChatParameters(messages=[pb.ChatMessage(role=pb.ROLE_USER, content="hi")])),
+            metadata=meta(credential), timeout=20,
+        )
+
+
+async def auth_call(platform: Platform, rpc: str, request: Any, credential: str | None = None) -> Any:
+    async with grpc.aio.insecure_channel(platform.grpc) as channel:
+        return await getattr(auth_pb2_grpc.AuthServiceStub(channel), rpc)(request, metadata=meta(credential), timeout=20)
+
+
+async def test_missing_invalid_revoked_and_expired_credentials_get_one_uniform_401_and_an_audit_event(
+    platform: Platform,
+) -> None:
+    ctx = platform.backend.identity.ctx
+    admin = await ActAs(ctx)(platform.tenant, "admin@localhost")
+    expired = await CreateApiKey(ctx)(admin, "expired", expires_at=ctx.clock.now() - timedelta(seconds=1))
+    async with httpx.AsyncClient(base_url=platform.http, headers=hdrs(platform.key)) as http:
+        made = (await http.post("/v1/auth/api-keys", json={"name": "soon revoked"})).json()
+        revoked = made["raw_key"]
+        assert (await http.post("/v1/chat/completions", json={"messages": HI}, headers=hdrs(revoked))).status_code == 200
+        assert (await http.delete(f"/v1/auth/api-keys/{made['key']['id']}")).status_code == 200
+    prefix = platform.key.split("_")[1]
+    cases = {
+        "no credential": None,
+        "malformed key": "not-a-key-at-all",
+        "unknown key": new_key(),
+        "wrong secret": f"lum_{prefix}_{secrets.token_urlsafe(24)}",
+        "revoked": revoked,  # revoked on this replica: its cache entry went with it
+        "expired": expired.raw,
+        "unknown session": secrets.token_urlsafe(32),
+    }
+    mark = await platform.outbox_mark()
+    async with httpx.AsyncClient(base_url=platform.http) as http:
+        for case, credential in cases.items():
+            for method, path, body in (("POST", "/v1/chat/completions", {"messages": HI}), ("GET", "/v1/models", None),
+                                       ("GET", "/admin/providers", None), ("GET", "/v1/auth/whoami", None)):
+                r = await http.request(method, path, json=body, headers=hdrs(credential))
+                assert r.status_code == 401, (case, path, r.text)
+                assert r.headers["www-authenticate"].startswith("Bearer"), case
+                assert r.headers["content-type"].startswith("application/problem+json")
+                assert r.json()["detail"] == UNIFORM and r.json()["title"] == "Unauthenticated", (case, r.json())
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await grpc_complete(platform, credential)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED and info.value.details() == UNIFORM, case
+        # Anthropic clients read Anthropic's error shape on /v1/messages
+        r = await http.post("/v1/messages", json={"max_tokens": 5, "messages": HI}, headers={"x-api-key": revoked})
+        assert r.status_code == 401 and r.json()["error"] == {"type": "authentication_error", "message": UNIFORM}
+    reasons = [e.reason for e in await platform.audits_since(mark) if e.outcome == "failed"]
+    for expected in ("no credential", "unknown key", "wrong secret", "revoked", "expired", "unknown token"):
+        assert reasons.count(expected) >= 5, (expected, reasons)  # one per rejected call
+    # open without a credential: health, readiness, metrics; the grpc health service
+    async with httpx.AsyncClient(base_url=platform.http) as http:
+        assert (await http.get("/healthz")).status_code == 200
+        assert (await http.get("/readyz")).status_code == 200
+        assert (await http.get("/metrics")).status_code == 200
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with grpc.aio.insecure_channel(platform.grpc) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_viewer_reads_but_cannot_change_the_registry_nor_can_another_tenants_owner(platform: Platform) -> None:
+    ctx = platform.backend.identity.ctx
+    viewer = await RegisterUser(ctx)(platform.tenant, f"viewer-{uuid.uuid4().hex[:6]}@example.com", "Vee", None, Role.VIEWER)
+    async with httpx.AsyncClient(base_url=platform.http, headers=hdrs(platform.key)) as http:
+        made = await http.post("/v1/auth/api-keys", json={"name": "viewer's", "user_id": viewer.id})  # an admin may
+        assert made.status_code == 200, made.text
+    viewer_key = made.json()["raw_key"]
+    outsider = await auth_call(platform, "SignUp", apb.SignUpRequest(
+        email="owner@elsewhere.example", password=PASSWORD, display_name="Olga", organisation="Elsewhere Inc"))
+    provider = {"kind": "openai_compatible", "base_url": "http://127.0.0.1:9/v1", "label": "extra"}
+    async with httpx.AsyncClient(base_url=platform.http) as http:
+        assert (await http.get("/admin/providers", headers=hdrs(viewer_key))).status_code == 200
+        for credential in (viewer_key, outsider.session.token):
+            denied = await http.put("/admin/providers/extra", json=provider, headers=hdrs(credential))
+            assert denied.status_code == 403 and denied.json()["code"] == "permission_denied", denied.text
+            assert (await http.delete("/admin/providers/simulator", headers=hdrs(credential))).status_code == 403
+        allowed = await http.put("/admin/providers/extra", json=provider, headers=hdrs(platform.key))
+        assert allowed.status_code == 200, allowed.text
+        assert (await http.delete("/admin/providers/extra", headers=hdrs(platform.key))).status_code == 204
+    async with grpc.aio.insecure_channel(platform.grpc) as channel:
+        stub = provider_pb2_grpc.ProviderServiceStub(channel)
+        listed = await stub.ListProviders(ppb.ListProvidersRequest(), metadata=meta(viewer_key))
+        assert "simulator" in {p.name for p in listed.providers}
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.DeleteProvider(ppb.DeleteProviderRequest(name="simulator"), metadata=meta(viewer_key))
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.ListProviders(ppb.ListProvidersRequest())
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert (await grpc_complete(platform, viewer_key)).text  # a viewer may chat
+
+
+async def test_unmodified_sdks_use_a_lumina_key_and_usage_names_the_user_and_key(platform: Platform) -> None:
+    async with openai.AsyncOpenAI(api_key=platform.key, base_url=f"{platform.http}/v1", max_retries=0) as client:
+        reply = await client.chat.completions.create(model="sim-small", messages=HI)
+        models = [m.id async for m in client.models.list()]
+    assert reply.choices[0].message.content and "sim-small" in models
+    async with anthropic.AsyncAnthropic(api_key=platform.key, base_url=platform.http, max_retries=0) as client:
+        message = await client.messages.create(model="sim-small", max_tokens=50, messages=HI)
+    assert message.content[0].text
+    async with openai.AsyncOpenAI(api_key=new_key(), base_url=f"{platform.http}/v1", max_retries=0) as client:
+        with pytest.raises(openai.AuthenticationError):
+            await client.chat.completions.create(model="sim-small", messages=HI)
+    async with anthropic.AsyncAnthropic(api_key="lum_nope", base_url=platform.http, max_retries=0) as client:
+        with pytest.raises(anthropic.AuthenticationError):
+            await client.messages.create(model="sim-small", max_tokens=5, messages=HI)
+
+    ctx = platform.backend.identity.ctx
+    admin = await ActAs(ctx)(platform.tenant, "admin@localhost")
+    keys = {k.name: k for k in await ListApiKeys(ctx)(admin)}
+    bootstrap = keys["bootstrap (LUMINA_BOOTSTRAP_API_KEY)"]
+    request_id = reply.id.removeprefix("chatcmpl-")
+    async with platform.engine.connect() as conn:
+        row = (await conn.execute(
+            sa.text("SELECT tenant_id, user_id, api_key_id FROM usage_records WHERE request_id = :r"), {"r": request_id}
+        )).one()
+    assert tuple(row) == (platform.tenant, admin.user_id, bootstrap.id)
+
+
+async def test_sign_up_totp_login_keys_and_logout_over_grpc(platform: Platform) -> None:
+    email = f"ann-{uuid.uuid4().hex[:6]}@example.com"
+    up = await auth_call(platform, "SignUp", apb.SignUpRequest(
+        email=email, password=PASSWORD, display_name="Ann", organisation="Acme Labs"))
+    assert up.tenant_id.startswith("acme-labs") and up.session.assurance_level == 1 and not up.session.pending_second_factor
+    me = await auth_call(platform, "WhoAmI", apb.WhoAmIRequest(), up.session.token)
+    assert (me.principal.email, me.principal.role, me.principal.kind, me.principal.has_totp) == (email, "owner", "user", False)
+
+    begun = await auth_call(platform, "BeginTotpEnrolment", apb.BeginTotpEnrolmentRequest(), up.session.token)
+    assert begun.otpauth_uri.startswith("otpauth://totp/") and begun.qr_svg.startswith("<svg")
+    totp = pyotp.TOTP(begun.secret)
+    confirmed = await auth_call(platform, "ConfirmTotpEnrolment", apb.ConfirmTotpEnrolmentRequest(code=totp.now()),
+                                up.session.token)
+    assert len(confirmed.recovery_codes) == 10 and confirmed.session.assurance_level == 2
+    with pytest.raises(grpc.aio.AioRpcError) as info:  # a new factor ended every other session, the old one too
+        await auth_call(platform, "WhoAmI", apb.WhoAmIRequest(), up.session.token)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await auth_call(platform, "Login", apb.LoginRequest(tenant_id=up.tenant_id, email=email, password="wrong-password-1"))
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED and info.value.details() == UNIFORM
+    login = await auth_call(platform, "Login", apb.LoginRequest(tenant_id=up.tenant_id, email=email, password=PASSWORD))
+    assert login.session.pending_second_factor
+    with pytest.raises(grpc.aio.AioRpcError) as info:  # a pending session is no principal
+        await auth_call(platform, "WhoAmI", apb.WhoAmIRequest(), login.session.token)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    code = totp.at(time.time() + 30)  # the enrolment used this step's code: each code works once
+    full = await auth_call(platform, "VerifySecondFactor", apb.VerifySecondFactorRequest(code=code), login.session.token)
+    token = full.session.token
+    assert full.session.assurance_level == 2 and not full.session.pending_second_factor
+    me = await auth_call(platform, "WhoAmI", apb.WhoAmIRequest(), token)
+    assert me.principal.has_totp and me.principal.assurance_level == 2 and me.principal.tenant_id == up.tenant_id
+
+    created = await auth_call(platform, "CreateApiKey", apb.CreateApiKeyRequest(name="ci"), token)
+    assert created.raw_key.startswith(f"lum_{created.key.prefix}_")
+    listed = await auth_call(platform, "ListApiKeys", apb.ListApiKeysRequest(), token)
+    assert [(k.id, k.name) for k in listed.keys] == [(created.key.id, "ci")] and created.raw_key not in str(listed)
+    answer = await grpc_complete(platform, created.raw_key)  # the new tenant's key chats at once
+    assert answer.text
+    await auth_call(platform, "RevokeApiKey", apb.RevokeApiKeyRequest(id=created.key.id), token)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await grpc_complete(platform, created.raw_key)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    await auth_call(platform, "Logout", apb.LogoutRequest(), token)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await auth_call(platform, "WhoAmI", apb.WhoAmIRequest(), token)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await auth_call(platform, "BeginOidcLogin", apb.BeginOidcLoginRequest(tenant_id=up.tenant_id, redirect_uri="http://localhost/cb"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND  # public, but this tenant has no identity provider
+
+
+async def test_the_same_flows_over_rest(platform: Platform) -> None:
+    email = f"bea-{uuid.uuid4().hex[:6]}@example.com"
+    async with httpx.AsyncClient(base_url=platform.http) as http:
+        weak = await http.post("/v1/auth/signup", json={"email": email, "password": "password", "organisation": "B"})
+        assert weak.status_code == 422 and weak.json()["errors"][0]["field"] == "password"
+        up = await http.post("/v1/auth/signup", json={"email": email, "password": PASSWORD, "display_name": "Bea",
+                                                      "organisation": "Bea & Co"})
+        assert up.status_code == 200, up.text
+        tenant, session = up.json()["tenant_id"], up.json()["session"]["token"]
+        assert tenant.startswith("bea-co") and up.headers["cache-control"] == "no-store"
+        me = await http.get("/v1/auth/whoami", headers=hdrs(session))
+        assert me.json()["principal"]["email"] == email and me.json()["principal"]["role"] == "owner"
+
+        begun = (await http.post("/v1/auth/totp/begin", headers=hdrs(session))).json()
+        totp = pyotp.TOTP(begun["secret"])
+        done = await http.post("/v1/auth/totp/confirm", json={"code": totp.now()}, headers=hdrs(session))
+        assert done.status_code == 200 and len(done.json()["recovery_codes"]) == 10
+        recovery = done.json()["recovery_codes"][0]
+
+        bad = await http.post("/v1/auth/login", json={"tenant_id": tenant, "email": email, "password": "nope-nope-nope"})
+        assert bad.status_code == 401 and bad.json()["detail"] == UNIFORM and bad.headers["www-authenticate"]
+        login = (await http.post("/v1/auth/login", json={"tenant_id": tenant, "email": email, "password": PASSWORD})).json()
+        assert login["session"]["pending_second_factor"] is True
+        pending = login["session"]["token"]
+        assert (await http.post("/v1/chat/completions", json={"messages": HI}, headers=hdrs(pending))).status_code == 401
+        second = await http.post("/v1/auth/second-factor", json={"code": recovery}, headers=hdrs(pending))
+        assert second.status_code == 200, second.text
+        token = second.json()["session"]["token"]
+        assert second.json()["session"]["assurance_level"] == 2
+
+        made = await http.post("/v1/auth/api-keys", json={"name": "laptop", "expires_at": "2999-01-01T00:00:00Z"},
+                               headers=hdrs(token))
+        assert made.status_code == 200 and made.json()["key"]["expires_at"] == "2999-01-01T00:00:00Z"
+        raw, key_id = made.json()["raw_key"], made.json()["key"]["id"]
+        listed = (await http.get("/v1/auth/api-keys", headers=hdrs(token))).json()["keys"]
+        assert [k["id"] for k in listed] == [key_id] and "secret_hash" not in listed[0]
+        chat = await http.post("/v1/chat/completions", json={"messages": HI}, headers=hdrs(raw))
+        assert chat.status_code == 200
+        assert (await http.delete(f"/v1/auth/api-keys/{key_id}", headers=hdrs(token))).status_code == 200
+        assert (await http.delete(f"/v1/auth/api-keys/{key_id}", headers=hdrs(token))).status_code == 404
+        assert (await http.post("/v1/chat/completions", json={"messages": HI}, headers=hdrs(raw))).status_code == 401
+        malformed = await http.post("/v1/auth/login", content=b"{nope")
+        assert malformed.status_code == 422 and malformed.headers["content-type"].startswith("application/problem+json")
+
+        assert (await http.post("/v1/auth/logout", headers=hdrs(token))).status_code == 200
+        assert (await http.get("/v1/auth/whoami", headers=hdrs(token))).status_code == 401
+
+
+async def test_first_start_is_idempotent_and_without_a_key_prints_a_one_time_reset_link(
+    platform: Platform, redis_url: str
+) -> None:
+    again = await first_start(platform.settings, platform.database_url)
+    assert "LUMINA_BOOTSTRAP_API_KEY is its API key" in again[0]
+    tenant = f"b{uuid.uuid4().hex[:10]}"
+    plain = load_settings({}, database_url=platform.database_url, redis_url=redis_url, tenant_id=tenant,
+                          public_url="http://localhost:8080")
+    [line] = await first_start(plain, platform.database_url)
+    assert "admin@localhost (tenant " in line and "has no password yet" in line and "lumina keys create" in line
+    link = line.split(" set it at ", 1)[1].split(" ", 1)[0]
+    assert link.startswith("http://localhost:8080/recover?token=")
+    token = link.split("token=", 1)[1]
+    async with httpx.AsyncClient(base_url=platform.http) as http:
+        reset = await http.post("/v1/auth/password-reset", json={"token": token, "new_password": PASSWORD})
+        assert reset.status_code == 200, reset.text
+        again_reset = await http.post("/v1/auth/password-reset", json={"token": token, "new_password": PASSWORD})
+        assert again_reset.status_code == 401  # single use
+        login = await http.post("/v1/auth/login", json={"tenant_id": tenant, "email": "admin@localhost", "password": PASSWORD})
+        assert login.status_code == 200 and login.json()["session"]["token"]
+    [line] = await first_start(plain, platform.database_url)  # has a password now: no new link
+    assert "sign in to the console" in line
+
+    async with platform.engine.connect() as conn:
+        counts = (await conn.execute(sa.text(
+            "SELECT (SELECT count(*) FROM tenants WHERE id = :t), (SELECT count(*) FROM users WHERE tenant_id = :t)"
+        ), {"t": tenant})).one()
+    assert tuple(counts) == (1, 1)
+
+
+async def test_lumina_keys_create_prints_a_working_key_once(platform: Platform) -> None:
+    env = {"PATH": "/usr/bin:/bin", "LUMINA_DATABASE_URL": platform.database_url, "LUMINA_TENANT_ID": platform.tenant,
+           "LUMINA_DATA_DIR": platform.settings.data_dir}
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "api.cli", "keys", "create", "--name", "script"], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    raw = done.stdout.strip()
+    assert raw.startswith("lum_") and "shown once" in done.stderr and raw not in done.stderr
+    assert (await grpc_complete(platform, raw)).text
+    missing = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "api.cli", "keys", "create", "--name", "x", "--email", "nobody@example.com"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert missing.returncode == 1 and missing.stderr.strip().startswith("lumina: user") and missing.stdout == ""
