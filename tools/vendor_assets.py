@@ -10,6 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ASSETS = {
     "node_modules/htmx.org/dist/htmx.min.js": "htmx.min.js",
     "node_modules/htmx-ext-sse/dist/sse.min.js": "sse.min.js",
+    # WebAuthn JSON <-> ArrayBuffer for passkeys (global SimpleWebAuthnBrowser)
+    "node_modules/@simplewebauthn/browser/dist/bundle/index.umd.min.js": "simplewebauthn-browser.umd.min.js",
 }
 
 

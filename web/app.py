@@ -12,9 +12,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from grpclib.client import Channel
+from grpclib.exceptions import GRPCError
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from litestar import Litestar, Request, get, post
 from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
 from litestar.params import FromPath
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Response, ServerSentEvent, Template
@@ -22,14 +24,19 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from lumina_client.lumina.v1 import ChatServiceStub
+from web import account, auth
+from web.backend import call_metadata, signed_in
 from web.pending import PendingPrompt, PendingPrompts
-from web.streaming import answer_events, expired_events
+from web.render import backend_problem, is_htmx, page
+from web.security import SecurityMiddleware
+from web.session import SESSION_COOKIE, SignInRequired, bearer, safe_next
+from web.streaming import answer_events, expired_events, signed_out_events
 
 __all__ = ["MAX_MODEL_CHARS", "MAX_PROMPT_CHARS", "create_app", "parse_target"]
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
-VENDOR_ASSETS = ("htmx.min.js", "sse.min.js")
+VENDOR_ASSETS = ("htmx.min.js", "sse.min.js", "simplewebauthn-browser.umd.min.js")
 MAX_PROMPT_CHARS = 32_000
 MAX_MODEL_CHARS = 200
 
@@ -59,7 +66,7 @@ def _fragment(html: str) -> Response[str]:
 
 @get("/", sync_to_thread=False)
 def index() -> Redirect:
-    return Redirect(path="/chat")
+    return Redirect(path="/chat", status_code=303)
 
 
 @get("/healthz", sync_to_thread=False)
@@ -67,16 +74,16 @@ def healthz() -> Response[str]:
     return Response(content="ok", media_type="text/plain")
 
 
-@get("/chat", sync_to_thread=False)
-def chat_page(state: State) -> Template:
-    return Template(
-        template_name="chat.html",
-        context={"backend_target": state.backend_target, "conversation_id": secrets.token_hex(8)},
-    )
+@get("/chat")
+async def chat_page(request: Request) -> Template:
+    principal = await signed_in(request)
+    return page(request, "chat.html", principal=principal, active="chat", conversation_id=secrets.token_hex(8))
 
 
 @post("/chat", status_code=200)
 async def send_prompt(request: Request, state: State) -> Response[str]:
+    if not bearer(request):
+        raise SignInRequired()
     form = await request.form()
     prompt = str(form.get("prompt", "")).strip()
     model = str(form.get("model", "")).strip()
@@ -97,9 +104,11 @@ async def send_prompt(request: Request, state: State) -> Response[str]:
 
 
 @get("/chat/stream/{turn_id:str}", sync_to_thread=False)
-def stream_answer(turn_id: FromPath[str], state: State) -> ServerSentEvent:
+def stream_answer(request: Request, turn_id: FromPath[str], state: State) -> ServerSentEvent:
     pending: PendingPrompts = state.pending
     env: Environment = state.env
+    if not bearer(request):
+        return ServerSentEvent(signed_out_events(env))
     prompt = pending.take(turn_id)
     if prompt is None:
         return ServerSentEvent(expired_events(env))
@@ -109,9 +118,35 @@ def stream_answer(turn_id: FromPath[str], state: State) -> ServerSentEvent:
         env,
         backend_target=state.backend_target,
         timeout=state.call_timeout,
-        metadata=state.grpc_metadata,
+        metadata=call_metadata(request, traced=False),
     )
     return ServerSentEvent(events)
+
+
+def _sign_in_required(request: Request, _: SignInRequired) -> Response[object]:
+    """Back to /login (then here again); a stale session cookie is dropped on the way."""
+    target = safe_next(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+    response: Response[object]
+    if is_htmx(request):
+        response = Response(content="", status_code=401, headers={"HX-Redirect": "/login"})
+    elif request.method != "GET" and "json" in (request.headers.get("content-type") or ""):
+        response = Response(content={"error": "Sign in again.", "redirect": "/login"}, status_code=401)
+    elif request.method != "GET":
+        response = Redirect(path="/login", query_params={"notice": "expired"}, status_code=303)
+    else:
+        response = Redirect(path="/login", query_params={"next": target}, status_code=303)
+    if request.cookies.get(SESSION_COOKIE):
+        response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+def _backend_failed(request: Request, exc: Exception) -> Response[object]:
+    """A page whose backend call failed for a reason other than the session: one readable line."""
+    message, status = backend_problem(request, exc)  # type: ignore[arg-type]
+    if is_htmx(request):
+        html = request.app.state.env.get_template("_notice.html").render(message=message)
+        return Response(content=html, media_type="text/html", status_code=status)
+    return page(request, "error.html", status=status, message=message)
 
 
 def create_app(
@@ -120,11 +155,16 @@ def create_app(
     grpc_metadata: Mapping[str, str] | None = None,
     call_timeout: float | None = 300.0,
     pending_capacity: int = 256,
+    secret: bytes | None = None,
+    secure_cookies: bool = False,
     debug: bool = False,
 ) -> Litestar:
     """Build the console for the backend's gRPC endpoint ``backend_target`` ("host:port").
 
-    ``grpc_metadata`` is sent with every call (e.g. credentials); ``call_timeout`` bounds one answer.
+    ``grpc_metadata`` is sent with every call (the signed-in user's session goes along as
+    ``authorization``); ``call_timeout`` bounds one answer. ``secret`` signs CSRF tokens (random
+    per process unless given: give the same one to every replica); ``secure_cookies`` marks
+    cookies Secure and adds HSTS, for a console served over TLS.
     """
     host, port = parse_target(backend_target)
     missing = [name for name in VENDOR_ASSETS if not (STATIC / "vendor" / name).is_file()]
@@ -150,9 +190,13 @@ def create_app(
             chat_page,
             send_prompt,
             stream_answer,
+            *auth.ROUTES,
+            *account.ROUTES,
             create_static_files_router(path="/static", directories=[STATIC]),
         ],
         lifespan=[grpc_channel],
+        middleware=[DefineMiddleware(SecurityMiddleware, secret=secret or secrets.token_bytes(32), tls=secure_cookies)],
+        exception_handlers={SignInRequired: _sign_in_required, GRPCError: _backend_failed, OSError: _backend_failed},
         state=State(
             {
                 "backend_target": backend_target,
@@ -160,8 +204,10 @@ def create_app(
                 "pending": PendingPrompts(pending_capacity),
                 "call_timeout": call_timeout,
                 "grpc_metadata": dict(grpc_metadata or {}),
+                "secure_cookies": secure_cookies,
             }
         ),
         template_config=TemplateConfig(instance=JinjaTemplateEngine.from_environment(env)),
+        openapi_config=None,  # a console, not an API: no schema pages (they would load scripts from a CDN)
         debug=debug,
     )

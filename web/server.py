@@ -15,8 +15,8 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 
-from web.telemetry import configure_tracing
 from web.app import create_app
+from web.telemetry import configure_tracing
 
 __all__ = ["ServeError", "bind_socket", "running_console", "serve"]
 
@@ -45,9 +45,15 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _server(backend_target: str, log_level: str, grpc_metadata: Mapping[str, str] | None) -> uvicorn.Server:
+def _server(
+    backend_target: str,
+    log_level: str,
+    grpc_metadata: Mapping[str, str] | None,
+    secret: bytes | None = None,
+    secure_cookies: bool = False,
+) -> uvicorn.Server:
     try:
-        app = create_app(backend_target, grpc_metadata=grpc_metadata)
+        app = create_app(backend_target, grpc_metadata=grpc_metadata, secret=secret, secure_cookies=secure_cookies)
     except (ValueError, RuntimeError) as exc:
         raise ServeError(str(exc)) from None
     config = uvicorn.Config(
@@ -68,10 +74,15 @@ def serve(
     *,
     log_level: str = "info",
     grpc_metadata: Mapping[str, str] | None = None,
+    secret: bytes | None = None,
+    secure_cookies: bool = False,
 ) -> None:
-    """Serve the console on ``host:port`` until interrupted; raises ``ServeError`` if it cannot start."""
+    """Serve the console on ``host:port`` until interrupted; raises ``ServeError`` if it cannot start.
+
+    ``secret`` signs CSRF tokens (random per process when None); ``secure_cookies``: the console is
+    served over TLS (by a proxy in front of it), so cookies are Secure."""
     configure_tracing()
-    server = _server(backend_target, log_level, grpc_metadata)
+    server = _server(backend_target, log_level, grpc_metadata, secret, secure_cookies)
     sock = bind_socket(host, port)
     shown = f"[{host}]" if ":" in host else host
     logging.getLogger("uvicorn.error").info("Lumina console on http://%s:%d (backend %s)", shown, port, backend_target)
@@ -89,10 +100,14 @@ async def running_console(
     port: int = 0,
     log_level: str = "warning",
     grpc_metadata: Mapping[str, str] | None = None,
+    secret: bytes | None = None,
+    secure_cookies: bool = False,
+    url_host: str | None = None,
 ) -> AsyncIterator[str]:
-    """Run the console in the current event loop; yields its base URL (``http://host:port``)."""
+    """Run the console in the current event loop; yields its base URL (``http://host:port``, or
+    ``url_host`` in place of ``host``, e.g. ``localhost`` for WebAuthn's relying party id)."""
     configure_tracing()
-    server = _server(backend_target, log_level, grpc_metadata)
+    server = _server(backend_target, log_level, grpc_metadata, secret, secure_cookies)
     server.config.timeout_graceful_shutdown = 1
     sock = bind_socket(host, port)
     bound_port = sock.getsockname()[1]
@@ -103,7 +118,7 @@ async def running_console(
                 task.result()
                 raise ServeError("the console stopped while starting")
             await asyncio.sleep(0.02)
-        yield f"http://{host}:{bound_port}"
+        yield f"http://{url_host or host}:{bound_port}"
     finally:
         server.should_exit = True
         await task

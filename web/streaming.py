@@ -36,7 +36,17 @@ from lumina_client.lumina.v1 import (
 from web.pending import PendingPrompt
 from web.telemetry import traced_metadata, tracer
 
-__all__ = ["DELTA", "DONE", "FAILURE", "META", "REASONING", "answer_events", "describe_grpc_error", "expired_events"]
+__all__ = [
+    "DELTA",
+    "DONE",
+    "FAILURE",
+    "META",
+    "REASONING",
+    "answer_events",
+    "describe_grpc_error",
+    "expired_events",
+    "signed_out_events",
+]
 
 REASONING = "reasoning"
 DELTA = "delta"
@@ -51,7 +61,7 @@ _STATUS_TEXT: dict[Status, str] = {
     Status.INVALID_ARGUMENT: "The backend rejected the request",
     Status.NOT_FOUND: "Not found",
     Status.FAILED_PRECONDITION: "The request cannot be served",
-    Status.UNAUTHENTICATED: "The console is not authenticated to the backend",
+    Status.UNAUTHENTICATED: "Your session has ended: sign in again",
     Status.PERMISSION_DENIED: "Not allowed",
     Status.RESOURCE_EXHAUSTED: "A limit was reached",
     Status.UNAVAILABLE: "The backend is unavailable",
@@ -80,6 +90,12 @@ def _done() -> ServerSentEventMessage:
 async def expired_events(env: Environment) -> AsyncIterator[ServerSentEventMessage]:
     """The stream for an unknown or already used id (a reload, a reconnect, an evicted prompt)."""
     yield _failure(env, "This answer is no longer available: send the prompt again.")
+    yield _done()
+
+
+async def signed_out_events(env: Environment) -> AsyncIterator[ServerSentEventMessage]:
+    """The stream for a browser without a session (signed out in another tab, cookie expired)."""
+    yield _failure(env, "Your session has ended: sign in again.")
     yield _done()
 
 

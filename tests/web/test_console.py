@@ -1,12 +1,15 @@
-"""The web console against a scripted stand-in for the backend's ChatService (a real grpc.aio
-server), served by uvicorn, driven by httpx and by real Chromium."""
+"""The web console against a scripted stand-in for the backend's ChatService and the AuthService
+calls the chat needs (a real grpc.aio server), served by uvicorn, driven by httpx and by real
+Chromium. Every test signs in first; test_auth.py covers signing in against the real backend."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import grpc
@@ -15,8 +18,14 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Page, async_playwright
 
-from lumina.v1 import chat_pb2, chat_pb2_grpc
-from tests.e2e.browser import ConsoleError, chat_in_console, launch_chromium, screenshot
+from lumina.v1 import auth_pb2, auth_pb2_grpc, chat_pb2, chat_pb2_grpc
+from tests.e2e.browser import (
+    ConsoleError,
+    chat_in_console,
+    launch_chromium,
+    screenshot,
+    sign_in,
+)
 from web.server import ServeError, running_console, serve
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
@@ -93,21 +102,56 @@ class ScriptedChat(chat_pb2_grpc.ChatServiceServicer):
         self.finished += 1
 
 
+TENANT, EMAIL, PASSWORD = "acme", "ann@example.com", "stand-in-password-1"
+
+
+@dataclass
+class ScriptedAuth(auth_pb2_grpc.AuthServiceServicer):
+    """Login for one account, WhoAmI and Logout on the sessions it handed out."""
+
+    sessions: set[str] = field(default_factory=set)
+
+    @staticmethod
+    def _bearer(context: grpc.aio.ServicerContext) -> str:
+        value = dict(context.invocation_metadata() or ()).get("authorization", "")
+        return value.removeprefix("Bearer ")
+
+    async def Login(self, request, context):
+        if (request.tenant_id, request.email, request.password) != (TENANT, EMAIL, PASSWORD):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid credentials")
+        token = secrets.token_urlsafe(32)
+        self.sessions.add(token)
+        return auth_pb2.LoginResponse(session=auth_pb2.SessionToken(token=token, assurance_level=1))
+
+    async def WhoAmI(self, request, context):
+        if self._bearer(context) not in self.sessions:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid credentials")
+        return auth_pb2.WhoAmIResponse(principal=auth_pb2.Principal(
+            tenant_id=TENANT, user_id="u1", role="owner", kind="user", assurance_level=1, email=EMAIL, display_name="Ann",
+        ))
+
+    async def Logout(self, request, context):
+        self.sessions.discard(self._bearer(context))
+        return auth_pb2.LogoutResponse()
+
+
 @dataclass
 class Backend:
     chat: ScriptedChat
+    auth: ScriptedAuth
     target: str
 
 
 @pytest_asyncio.fixture
 async def backend() -> AsyncIterator[Backend]:
     server = grpc.aio.server()
-    chat = ScriptedChat()
+    chat, auth = ScriptedChat(), ScriptedAuth()
     chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, server)
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(auth, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        yield Backend(chat, f"127.0.0.1:{port}")
+        yield Backend(chat, auth, f"127.0.0.1:{port}")
     finally:
         await server.stop(0)
 
@@ -119,14 +163,37 @@ async def console(backend: Backend) -> AsyncIterator[str]:
 
 
 @pytest_asyncio.fixture
-async def page() -> AsyncIterator[Page]:
+async def page(console: str) -> AsyncIterator[Page]:
+    """Chromium, signed in to the console."""
     async with async_playwright() as pw:
         browser = await launch_chromium(pw)
         try:
             context = await browser.new_context(viewport={"width": 1100, "height": 720})
-            yield await context.new_page()
+            page = await context.new_page()
+            await sign_in(page, console, tenant=TENANT, email=EMAIL, password=PASSWORD)
+            yield page
         finally:
             await browser.close()
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'<meta name="csrf-token" content="([^"]+)">', html)
+    assert match, html[:300]
+    return match.group(1)
+
+
+@asynccontextmanager
+async def signed_in(console: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client signed in through the login form, sending the page's CSRF token as htmx does."""
+    async with httpx.AsyncClient(base_url=console, timeout=10) as client:
+        token = csrf_of((await client.get("/login")).text)
+        response = await client.post(
+            "/login", data={"tenant": TENANT, "email": EMAIL, "password": PASSWORD, "csrf_token": token},
+            follow_redirects=False,
+        )
+        assert response.status_code == 303, response.text
+        client.headers["X-CSRF-Token"] = csrf_of((await client.get("/chat")).text)
+        yield client
 
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
@@ -196,6 +263,8 @@ async def test_prompt_streams_scripted_answer_with_metadata(console: str, backen
     ]
     assert request.parameters.conversation_id  # the page's conversation id travels along
     assert backend.chat.metadata[0]["traceparent"].startswith("00-")  # the console's trace continues in the backend
+    # the browser's session is the call's credential
+    assert backend.chat.metadata[0]["authorization"].removeprefix("Bearer ") in backend.auth.sessions
     # The "done" event closed the stream: the browser does not reconnect (the SSE extension would
     # retry after 500 ms).
     await page.wait_for_function("document.querySelector('article.msg.assistant').dataset.state === 'done'")
@@ -259,7 +328,7 @@ async def test_backend_rejection_is_shown_as_readable_error(console: str, backen
 async def test_events_arrive_while_the_backend_is_still_streaming(console: str, backend: Backend) -> None:
     first_sent, second_sent = asyncio.Event(), asyncio.Event()
     backend.chat.script = [delta("one"), first_sent, delta(" <two>"), second_sent, usage(3, 2, 7), finish()]
-    async with httpx.AsyncClient(base_url=console, timeout=10) as client:
+    async with signed_in(console) as client:
         stream_url = await post_prompt(client, "count", model="m1")
         async with client.stream("GET", stream_url) as response:
             assert response.headers["content-type"].startswith("text/event-stream")
@@ -283,7 +352,7 @@ async def test_events_arrive_while_the_backend_is_still_streaming(console: str, 
 
 async def test_reasoning_deltas_are_escaped_events_before_the_answer(console: str, backend: Backend) -> None:
     backend.chat.script = reasoned_answer("ok")
-    async with httpx.AsyncClient(base_url=console, timeout=10) as client:
+    async with signed_in(console) as client:
         events = await stream_events(client, await post_prompt(client, "think", model="deepseek-reasoner"))
     assert events[:3] == [
         ("reasoning", "<span>The user greets; </span>"),
@@ -295,7 +364,7 @@ async def test_reasoning_deltas_are_escaped_events_before_the_answer(console: st
 
 async def test_closing_the_page_cancels_the_backend_call(console: str, backend: Backend) -> None:
     backend.chat.script = [delta("one"), asyncio.Event()]  # then waits forever
-    async with httpx.AsyncClient(base_url=console, timeout=10) as client:
+    async with signed_in(console) as client:
         response_cm = client.stream("GET", await post_prompt(client, "hi"))
         async with response_cm as response:
             assert await anext(sse_events(response)) == ("delta", "<span>one</span>")
@@ -310,7 +379,7 @@ async def test_stream_error_chunk_is_reported(console: str, backend: Backend) ->
             error=chat_pb2.StreamError(code="upstream_unavailable", message="provider timed out", retryable=True)
         ),
     ]
-    async with httpx.AsyncClient(base_url=console, timeout=10) as client:
+    async with signed_in(console) as client:
         events = await stream_events(client, await post_prompt(client, "hi"))
     assert [name for name, _ in events] == ["delta", "failure", "done"]
     assert "provider timed out (upstream_unavailable). Retrying may help." in events[1][1]
@@ -319,6 +388,8 @@ async def test_stream_error_chunk_is_reported(console: str, backend: Backend) ->
 async def test_unreachable_backend_is_reported() -> None:
     target = f"127.0.0.1:{free_port()}"
     async with running_console(target) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        client.headers["X-CSRF-Token"] = csrf_of((await client.get("/login")).text)  # no backend needed
+        client.cookies.set("lumina_session", "a-session-the-backend-would-check")
         events = await stream_events(client, await post_prompt(client, "hi"))
         assert (await client.get("/healthz")).text == "ok"
     assert [name for name, _ in events] == ["failure", "done"]
@@ -326,7 +397,7 @@ async def test_unreachable_backend_is_reported() -> None:
 
 
 async def test_invalid_form_input_is_a_notice_not_a_turn(console: str, backend: Backend) -> None:
-    async with httpx.AsyncClient(base_url=console, timeout=10) as client:
+    async with signed_in(console) as client:
         empty = await client.post("/chat", data={"prompt": "   "})
         long = await client.post("/chat", data={"prompt": "x" * 40_000})
     assert "Type a prompt first." in empty.text and "sse-connect" not in empty.text
@@ -347,3 +418,11 @@ async def test_busy_port_is_one_clear_error() -> None:
 async def test_bad_backend_target_is_one_clear_error() -> None:
     with pytest.raises(ServeError, match="expected host:port"):
         serve("127.0.0.1", 0, "no-port-here")
+
+
+async def test_a_stream_without_a_session_asks_to_sign_in(console: str, backend: Backend) -> None:
+    async with httpx.AsyncClient(base_url=console, timeout=10) as client:
+        events = await stream_events(client, "/chat/stream/some-turn")
+    assert [name for name, _ in events] == ["failure", "done"]
+    assert "Your session has ended: sign in again." in events[0][1]
+    assert backend.chat.requests == []

@@ -33,6 +33,15 @@
     if (turn) { turn.dataset.state = "done"; }
   });
 
+  // "Copy" next to a key shown once.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest ? event.target.closest("button[data-copy]") : null;
+    var source = button ? document.querySelector(button.dataset.copy) : null;
+    if (source && navigator.clipboard) {
+      navigator.clipboard.writeText(source.textContent.trim()).then(function () { button.textContent = "Copied"; });
+    }
+  });
+
   document.addEventListener("htmx:afterSwap", scrollToEnd);
   document.addEventListener("htmx:sseMessage", scrollToEnd);
 })();
