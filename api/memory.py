@@ -1,0 +1,227 @@
+"""Composition of long-term memory (for ``api/bootstrap.py``): the embedder, the vector store, the
+Postgres store, the use cases, and their edges (``MemoryServicer``, the ``/v1/memory`` router) or
+the worker's consumers (``RememberTurn``, ``ConsolidateMemory``, ``SweepMemory``).
+
+Two steps, so that a missing model fails at once with one line while anything that needs the
+provider registry or the database waits for start-up:
+
+1. ``memory_embedder(settings, embed_texts)`` (synchronous): the local all-MiniLM-L6-v2 ONNX model
+   (``memory_embedder = "local"``, fp32, the documented default; ``"local-int8"`` the quantised
+   one), or ``"provider:<model>"``: a model of the registry through ``EmbedTexts``. Raises
+   ``MemoryModelMissing`` (an ``OSError``: the CLI prints its one line) when the model files
+   were never built.
+2. ``await open_memory(...)``: learns a provider model's vector size when not configured,
+   creates the pgvector collection when missing (``memory`` for the local model, 384
+   dimensions; ``memory_<model>_<dims>`` for a provider's), puts the Redis read cache in front
+   when ``redis_url`` is set, and builds everything else.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Router
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adapters.onnx import (
+    CachedEmbedder,
+    MemoryEmbeddingCache,
+    ModelFilesMissing,
+    OnnxEmbedder,
+)
+from adapters.onnx.embedder import DEFAULT_MODEL_DIR
+from adapters.postgres.memory_store import PostgresMemoryStore
+from adapters.provider_embedder import ProviderEmbedder
+from adapters.vectorstores.pgvector import PgVectorStore
+from api.grpc.memory import MemoryServicer
+from api.rest.memory import create_memory_router
+from api.settings import Settings
+from application.embeddings import EmbedTexts
+from application.memory import IngestTurns, SearchMemory
+from application.memory.consolidate import (
+    ConsolidateMemory,
+    ExtractiveSummarizer,
+    ProviderSummarizer,
+    RememberTurn,
+    Summarizer,
+    SweepMemory,
+)
+from application.memory.manage import (
+    AddMemory,
+    DeleteMemory,
+    ExportMemories,
+    GetMemory,
+    ListTopics,
+    MemoryNeighbourhood,
+    MemoryUseCases,
+    SearchMemories,
+    UpdateMemory,
+)
+from application.ports import (
+    Embedder,
+    ModelCatalog,
+    ProviderClients,
+    UnitOfWorkFactory,
+    VectorStore,
+)
+from domain.errors import DomainError
+from domain.ports import Clock, IdGenerator
+
+__all__ = [
+    "MemoryModelMissing",
+    "MemoryModule",
+    "MemoryUnavailable",
+    "collection_for",
+    "memory_embedder",
+    "open_memory",
+    "open_worker_memory",
+]
+
+LOCAL_COLLECTION = "memory"
+
+
+class MemoryModelMissing(ModelFilesMissing):
+    """Memory is on, but the local embedding model was never built."""
+
+
+class MemoryUnavailable(OSError):
+    """Memory could not start (one line: what and what to do)."""
+
+
+def memory_embedder(settings: Settings, embed_texts: EmbedTexts | None = None) -> Embedder:
+    choice = settings.memory_embedder
+    if choice.startswith("provider:"):
+        if embed_texts is None:
+            raise MemoryUnavailable(f"memory: {choice} needs the provider layer")
+        return ProviderEmbedder(embed_texts, choice.removeprefix("provider:"), dimensions=settings.memory_embedding_dimensions)
+    try:
+        return OnnxEmbedder(settings.memory_model_dir or DEFAULT_MODEL_DIR, int8=choice == "local-int8")
+    except ModelFilesMissing as exc:
+        raise MemoryModelMissing(f"memory: {exc}; or set LUMINA_MEMORY_ENABLED=false") from None
+
+
+def collection_for(embedder: Embedder) -> str:
+    """The pgvector collection of an embedder's vectors: one per model and size."""
+    if isinstance(embedder, ProviderEmbedder):
+        slug = re.sub(r"[^a-z0-9]+", "_", embedder.model.removeprefix("provider:").lower()).strip("_")[:20] or "model"
+        return f"memory_{slug}_{embedder.dimensions}"
+    return LOCAL_COLLECTION
+
+
+@dataclass
+class MemoryModule:
+    embedder: Embedder
+    vectors: VectorStore
+    store: PostgresMemoryStore
+    collection: str
+    ingest: IngestTurns
+    search: SearchMemory
+    use: MemoryUseCases
+    consolidate: ConsolidateMemory
+    remember: RememberTurn
+    sweep: SweepMemory
+    redis: Any = None
+    registry: Any = None  # the worker's own provider registry (api.registry.RegistryModule), when it needs one
+
+    def servicer(self) -> MemoryServicer:
+        return MemoryServicer(self.use)
+
+    def router(self) -> Router:
+        return create_memory_router(self.use)
+
+    async def aclose(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+            self.redis = None
+        if self.registry is not None:
+            await self.registry.aclose()
+            self.registry = None
+
+
+async def open_memory(
+    settings: Settings,
+    engine: AsyncEngine,
+    embedder: Embedder,
+    *,
+    clock: Clock,
+    ids: IdGenerator,
+    uow: UnitOfWorkFactory | None = None,
+    catalog: ModelCatalog | None = None,
+    providers: ProviderClients | None = None,
+) -> MemoryModule:
+    if isinstance(embedder, ProviderEmbedder) and not embedder.dimensions:
+        try:
+            await embedder.probe()
+        except DomainError as exc:
+            raise MemoryUnavailable(
+                f"memory: cannot learn the vector size of {embedder.model} ({exc.message}); "
+                "set LUMINA_MEMORY_EMBEDDING_DIMENSIONS or check the provider"
+            ) from None
+    collection = collection_for(embedder)
+    pg = await PgVectorStore.open(engine, collection, embedder.dimensions)
+    vectors: VectorStore = pg
+    redis = None
+    if settings.redis_url:
+        from redis.asyncio import Redis
+
+        from adapters.vectorstores.cache import CachedVectorStore
+
+        redis = Redis.from_url(settings.redis_url)
+        vectors = CachedVectorStore(pg, redis, namespace=collection, ttl_seconds=settings.memory_cache_seconds)
+    cached = CachedEmbedder(embedder, MemoryEmbeddingCache(10_000))
+    store = PostgresMemoryStore(engine)
+    ingest = IngestTurns(store, vectors, cached, ids)
+    search = SearchMemory(store, vectors, cached, clock)
+    use = MemoryUseCases(
+        add=AddMemory(ingest, store, clock, ids, uow),
+        search=SearchMemories(search, store),
+        get=GetMemory(store),
+        update=UpdateMemory(store, ingest.reindex, clock),
+        delete=DeleteMemory(store, vectors, ingest.reindex),
+        topics=ListTopics(store),
+        neighbourhood=MemoryNeighbourhood(store),
+        export=ExportMemories(store),
+    )
+    summarizer: Summarizer = ExtractiveSummarizer()
+    if settings.memory_summary_model and catalog is not None and providers is not None:
+        summarizer = ProviderSummarizer(catalog, providers, settings.memory_summary_model)
+    consolidate = ConsolidateMemory(store, vectors, cached, ids, clock, summarizer, reindex=ingest.reindex)
+    return MemoryModule(
+        embedder=cached, vectors=vectors, store=store, collection=collection, ingest=ingest, search=search,
+        use=use, consolidate=consolidate, remember=RememberTurn(ingest, store, consolidate),
+        sweep=SweepMemory(store, consolidate), redis=redis,
+    )
+
+
+async def open_worker_memory(
+    settings: Settings, engine: AsyncEngine, uow: UnitOfWorkFactory, *, clock: Clock, ids: IdGenerator
+) -> MemoryModule:
+    """Memory for the worker's consumers. When memory embeds through a provider or writes summaries
+    through one, the worker loads the provider registry itself (once at start, and again before
+    each sweep: ``MemoryModule.registry``)."""
+    registry = None
+    catalog = providers = None
+    if settings.memory_embedder.startswith("provider:") or settings.memory_summary_model:
+        from api.registry import build_registry
+        from application.catalog import RegistryCatalog
+
+        catalog = RegistryCatalog(uow, clock, default_model=settings.default_model)
+        registry = build_registry(
+            uow=uow, catalog=catalog, clock=clock, ids=ids, tenant_id=settings.tenant_id,  # type: ignore[arg-type]
+            data_dir=settings.data_path, replica="worker",
+        )
+        await registry.reload()
+        providers = registry.providers
+    embedder = memory_embedder(settings, EmbedTexts(catalog, providers) if catalog is not None else None)  # type: ignore[arg-type]
+    try:
+        module = await open_memory(
+            settings, engine, embedder, clock=clock, ids=ids, uow=uow, catalog=catalog, providers=providers
+        )
+    except BaseException:
+        if registry is not None:
+            await registry.aclose()
+        raise
+    module.registry = registry
+    return module
