@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -10,7 +11,14 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from api.errors import map_error
-from domain.errors import DomainError, InvalidRequest, RateLimited
+from domain.errors import (
+    BudgetExceeded,
+    DomainError,
+    InvalidRequest,
+    RateLimited,
+    RateLimitExceeded,
+)
+from domain.identity import TooManyAttempts
 
 __all__ = ["EXCEPTION_HANDLERS", "problem", "retry_after_header"]
 
@@ -30,6 +38,8 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> Response[dict
     headers = {}
     if "retry_after" in extra and extra["retry_after"] is not None:
         headers["retry-after"] = retry_after_header(extra["retry_after"])
+    if status == 401:  # RFC 9110 §11.6.1: a 401 names the scheme to authenticate with
+        headers["www-authenticate"] = 'Bearer realm="lumina"'
     return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -38,9 +48,19 @@ def _domain(_: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, A
     extra: dict[str, Any] = {"code": exc.code}
     if isinstance(exc, InvalidRequest):
         extra["errors"] = [{"field": v.field, "message": v.description} for v in exc.violations]
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | TooManyAttempts | RateLimitExceeded):
         extra["retry_after"] = exc.retry_after
-    return problem(mapped.http_status, mapped.title, exc.message, **extra)
+    if isinstance(exc, RateLimitExceeded):
+        extra["rate_limit_id"] = exc.limit_id
+    if isinstance(exc, BudgetExceeded):
+        extra["budget"] = {"id": exc.budget_id, "name": exc.budget_name, "limit_micros": exc.limit_micros,
+                           "resets_at": exc.resets_at}
+        if exc.resets_at is not None:  # the period's end frees the budget
+            extra["retry_after"] = max(0.0, (exc.resets_at - datetime.now(UTC)).total_seconds())
+    response = problem(mapped.http_status, mapped.title, exc.message, **extra)
+    if isinstance(exc, RateLimitExceeded):
+        response.headers.update(exc.headers)  # x-ratelimit-* of the meters that refused
+    return response
 
 
 def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
