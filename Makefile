@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 STAMPS := .stamps
+# tiktoken's BPE files, seeded from the bpe-openai wheel (token counting never downloads anything)
+export TIKTOKEN_CACHE_DIR := $(CURDIR)/build/tiktoken
 
 .PHONY: run test install gen lint unit clean
 
@@ -13,7 +15,7 @@ run: install
 test: install
 	$(PY) -m tools.testrun $(ARGS)
 
-install: $(STAMPS)/venv $(STAMPS)/npm $(STAMPS)/gen $(STAMPS)/system $(STAMPS)/embedder
+install: $(STAMPS)/venv $(STAMPS)/npm $(STAMPS)/gen $(STAMPS)/system $(STAMPS)/embedder $(STAMPS)/tiktoken
 
 $(STAMPS)/venv: pyproject.toml uv.lock
 	@mkdir -p $(STAMPS)
@@ -46,6 +48,13 @@ $(STAMPS)/embedder: tools/build_embedder.py adapters/onnx/runtime.py
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 .venv-build/bin/python tools/build_embedder.py
 	@touch $@
 
+# tiktoken offline: unpack bpe-openai's copies of cl100k_base / o200k_base into TIKTOKEN_CACHE_DIR
+# under the names tiktoken looks for (SHA-1 of the download URL), checked against tiktoken's SHA-256.
+$(STAMPS)/tiktoken: $(STAMPS)/venv tools/seed_tiktoken.py adapters/tokens.py
+	@mkdir -p $(STAMPS)
+	$(PY) -m tools.seed_tiktoken "$(TIKTOKEN_CACHE_DIR)"
+	@touch $@
+
 # Debian packages the tests and the console need: Chromium for browser tests, redis-server as
 # the fallback Redis. Installed once, only when missing.
 $(STAMPS)/system:
@@ -69,4 +78,4 @@ unit: install
 	$(PY) -m pytest tests/unit -q
 
 clean:
-	rm -rf $(VENV) $(STAMPS) node_modules lumina lumina_client .venv-build build/models
+	rm -rf $(VENV) $(STAMPS) node_modules lumina lumina_client .venv-build build/models build/tiktoken

@@ -44,6 +44,7 @@ class _Row(msgspec.Struct, forbid_unknown_fields=True):
     streaming: bool = True
     reasoning: bool = False
     embeddings: bool = False
+    tags: list[str] = []
     effective: date | None = None
 
 
@@ -88,6 +89,7 @@ class ShippedCatalogue:
                     input_modalities=tuple(row.input), output_modalities=tuple(row.output), tools=row.tools,
                     parallel_tool_calls=row.parallel_tool_calls, json_schema=row.json_schema,
                     streaming=row.streaming, reasoning=row.reasoning, embeddings=row.embeddings,
+                    tags=tuple(row.tags),
                 )
                 price = Price(row.price.input, row.price.output, row.price.cached_input)
             except InvalidRequest as exc:

@@ -1,0 +1,1 @@
+"""Redis adapters: state shared across replicas (circuit breakers, budget reservations, rate limits)."""
