@@ -51,6 +51,7 @@ import anthropic
 import httpx2
 
 from adapters.providers.errors import parse_retry_after, redact
+from adapters.providers.transport import sdk_http_client
 from domain.chat import (
     ChatMessage,
     ChatRequest,
@@ -308,7 +309,8 @@ class _Blocks:
 
 class AnthropicProvider:
     """One configured Anthropic provider; one SDK client (and connection pool) per instance,
-    closed by ``aclose``. SDK retries are off: retrying is the application's call.
+    closed by ``aclose``; its HTTP client sends through aiohttp (``AiohttpTransport``). SDK
+    retries are off: retrying is the application's call.
 
     ``base_url`` is the API root (``https://api.anthropic.com`` by default); a trailing ``/v1`` is
     dropped, so the simulator's ``http://host:port/v1`` works as is.
@@ -336,6 +338,7 @@ class AnthropicProvider:
             timeout=timeout,
             max_retries=0,
             default_headers=dict(default_headers) if default_headers else None,
+            http_client=sdk_http_client(anthropic.DefaultAsyncHttpxClient),
         )
 
     def __repr__(self) -> str:  # never shows the key

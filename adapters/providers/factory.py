@@ -73,7 +73,12 @@ class ProviderClientFactory:
                 from google import genai
                 from google.genai import types
 
-                options = types.HttpOptions(base_url=_gemini_root(base_url), timeout=int(self._list_timeout * 1000))
+                from adapters.providers.transport import aiohttp_client_args
+
+                options = types.HttpOptions(  # the transport keeps google-genai on httpx2, as in GeminiProvider
+                    base_url=_gemini_root(base_url), timeout=int(self._list_timeout * 1000),
+                    async_client_args=aiohttp_client_args(),
+                )
                 gclient = genai.Client(api_key=key, http_options=options)
                 try:
                     pager = await gclient.aio.models.list()

@@ -41,6 +41,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from adapters.providers.errors import parse_retry_after, redact
+from adapters.providers.transport import aiohttp_client_args
 from domain.chat import (
     ChatMessage,
     ChatRequest,
@@ -363,7 +364,9 @@ class GeminiProvider:
                 api_version=api_version,
                 headers=dict(default_headers) if default_headers else None,
                 timeout=max(1, round(timeout * 1000)),
-                async_client_args={"event_hooks": {"response": [_track_response]}},
+                # an explicit transport keeps google-genai on httpx2 (it switches to its own
+                # aiohttp path, without event hooks, whenever aiohttp is installed)
+                async_client_args={"event_hooks": {"response": [_track_response]}, **aiohttp_client_args()},
             ),
         )
 

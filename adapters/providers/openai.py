@@ -1,8 +1,9 @@
 """``ProviderClient`` for OpenAI and OpenAI-compatible servers (DeepSeek, xAI Grok, vLLM, Ollama,
 llama.cpp, the simulator), through the official ``openai`` SDK.
 
-The SDK is the transport and client: auth, base URL, headers, timeouts, retries (off) and its
-error classes (HTTP status errors are raised by the SDK as before). On the hot path the adapter
+The SDK is the client: auth, base URL, headers, timeouts, retries (off) and its error classes
+(HTTP status errors are raised by the SDK as before); under it, its ``httpx2`` client sends
+through aiohttp (``adapters.providers.transport.AiohttpTransport``). On the hot path the adapter
 skips the SDK's per-request parameter transformation and per-chunk pydantic models: the request
 body is a plain dict encoded with msgspec, sent with ``AsyncOpenAI.post(..., stream=True)``, and
 the raw SSE ``data:`` lines are decoded with msgspec into minimal Structs (``ChunkWire``) holding
@@ -23,6 +24,7 @@ import msgspec
 import openai
 
 from adapters.providers.errors import translate_openai_error
+from adapters.providers.transport import sdk_http_client
 from domain.chat import (
     ChatMessage,
     ChatRequest,
@@ -51,9 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEEPSEEK_BASE_URL",
-    "MAX_POOLS",
     "OPENAI_BASE_URL",
-    "POOL_STREAMS",
     "PROVIDER_KINDS",
     "XAI_BASE_URL",
     "ChunkWire",
@@ -253,8 +253,6 @@ _EMBEDDINGS_DECODER = msgspec.json.Decoder(_EmbeddingsWire)
 _ENCODER = msgspec.json.Encoder()
 _AUTH = {"security": {"bearer_auth": True}}  # what the SDK's chat/embeddings resources send
 _DRAIN_SECONDS = 1.0  # after [DONE]: reading the rest of the body lets the connection be reused
-POOL_STREAMS = 8  # requests in flight on every SDK client before the provider opens another
-MAX_POOLS = 8  # SDK clients (connection pools) per provider at most
 
 
 class SSEDataLines:
@@ -351,19 +349,15 @@ def _transport_error(exc: Exception, response: httpx2.Response) -> openai.APIErr
 
 
 class OpenAIProvider:
-    """One configured OpenAI(-compatible) provider, closed by ``aclose``. SDK retries are off:
+    """One configured OpenAI(-compatible) provider: one SDK client whose HTTP client sends
+    through aiohttp (one keep-alive connection pool), closed by ``aclose``. SDK retries are off:
     retrying is the application's call.
-
-    Connection pools: the HTTP client's pool checks every idle keep-alive connection (a socket
-    poll each) whenever a request starts or ends, so one pool of 64 connections costs more CPU per
-    request than the rest of the request. The provider opens another SDK client (its own pool,
-    same settings) only when every open one has ``POOL_STREAMS`` requests in flight, up to
-    ``MAX_POOLS``, and sends each request to the least busy: sequential or light traffic uses
-    one client and one keep-alive connection, as before.
 
     ``max_tokens_param``: the request field carrying ``ChatRequest.max_tokens``; by default
     ``max_completion_tokens`` for the OpenAI API (its reasoning models reject ``max_tokens``) and
     ``max_tokens`` for other servers (what every OpenAI-compatible server understands).
+    ``http_client``: the SDK's HTTP client (closed with the provider); by default the SDK's own
+    client class over ``AiohttpTransport``.
     """
 
     def __init__(
@@ -375,46 +369,27 @@ class OpenAIProvider:
         timeout: float = 60.0,
         default_headers: Mapping[str, str] | None = None,
         max_tokens_param: MaxTokensParam | None = None,
+        http_client: httpx2.AsyncClient | None = None,
     ) -> None:
         self.name = name
         self._api_key = api_key
         self._max_tokens_param: MaxTokensParam = max_tokens_param or (
             "max_completion_tokens" if base_url is None else "max_tokens"
         )
-        self._client_settings: dict[str, Any] = {
-            "api_key": api_key,
-            "base_url": base_url or OPENAI_BASE_URL,
-            "timeout": timeout,
-            "max_retries": 0,
-            "default_headers": dict(default_headers) if default_headers else None,
-        }
-        self._clients = [openai.AsyncOpenAI(**self._client_settings)]
-        self._in_flight = [0]  # requests per client, by index
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url or OPENAI_BASE_URL,
+            timeout=timeout,
+            max_retries=0,
+            default_headers=dict(default_headers) if default_headers else None,
+            http_client=http_client or sdk_http_client(openai.DefaultAsyncHttpxClient),
+        )
 
     def __repr__(self) -> str:  # never shows the key
-        return f"OpenAIProvider(name={self.name!r}, base_url={str(self._clients[0].base_url)!r})"
+        return f"OpenAIProvider(name={self.name!r}, base_url={str(self._client.base_url)!r})"
 
     async def aclose(self) -> None:
-        for client in self._clients:
-            await client.close()
-
-    def _lease(self) -> int:
-        """The index of the least busy client (the first on a tie), counted as busy once more;
-        ``_release`` gives it back."""
-        in_flight = self._in_flight
-        best = 0
-        for i in range(1, len(in_flight)):
-            if in_flight[i] < in_flight[best]:
-                best = i
-        if in_flight[best] >= POOL_STREAMS and len(in_flight) < MAX_POOLS and not self._clients[0].is_closed():
-            self._clients.append(openai.AsyncOpenAI(**self._client_settings))
-            in_flight.append(0)
-            best = len(in_flight) - 1
-        in_flight[best] += 1
-        return best
-
-    def _release(self, index: int) -> None:
-        self._in_flight[index] -= 1
+        await self._client.close()
 
     def _error(self, exc: openai.OpenAIError) -> Exception:
         return translate_openai_error(exc, provider=self.name, secret=self._api_key)
@@ -423,17 +398,12 @@ class OpenAIProvider:
         """Reasoning, text and tool-call deltas as they come, then at most one ``UsageChunk`` and
         exactly one ``Finish``. ``aclose()`` on the iterator closes the upstream response."""
         body = _ENCODER.encode(to_openai_params(upstream_model, request, max_tokens_param=self._max_tokens_param))
-        lease = self._lease()
         try:
-            response = await self._clients[lease].post(
+            response = await self._client.post(
                 "/chat/completions", cast_to=httpx2.Response, content=body, options=_AUTH, stream=True
             )
         except openai.OpenAIError as exc:  # HTTP status errors come as the SDK's classes, as before
-            self._release(lease)
             raise self._error(exc) from exc
-        except BaseException:
-            self._release(lease)
-            raise
         finish: FinishReason | None = None
         usage: Usage | None = None
         events = SSEDataLines()
@@ -493,7 +463,6 @@ class OpenAIProvider:
                         if choice.finish_reason:
                             finish = _FINISH.get(choice.finish_reason, FinishReason.STOP)
         finally:
-            self._release(lease)
             await reads.aclose()
             await response.aclose()
         if finish is None:
@@ -506,15 +475,12 @@ class OpenAIProvider:
         params: dict[str, Any] = {"model": upstream_model, "input": list(request.inputs), "encoding_format": "float"}
         if request.dimensions is not None:
             params["dimensions"] = request.dimensions
-        lease = self._lease()
         try:
-            response = await self._clients[lease].post(
+            response = await self._client.post(
                 "/embeddings", cast_to=httpx2.Response, content=_ENCODER.encode(params), options=_AUTH
             )
         except openai.OpenAIError as exc:
             raise self._error(exc) from exc
-        finally:
-            self._release(lease)
         try:
             result = _EMBEDDINGS_DECODER.decode(response.content)
         except msgspec.DecodeError as exc:

@@ -1,0 +1,244 @@
+"""The HTTP transport under the vendors' SDKs: an ``httpx2`` transport that sends through aiohttp.
+
+The ``openai`` and ``anthropic`` SDKs (and ``google-genai``) build every request as an
+``httpx2.Request`` and hand it to their ``httpx2.AsyncClient``; the client's transport does the
+HTTP. The default transport (httpcore2 + h11 + anyio) was most of ``OpenAIProvider.stream``'s CPU
+(py-spy), a socket poll of every idle pooled connection whenever a request starts or ends
+included. ``AiohttpTransport`` keeps the SDKs, their
+request building, auth, timeouts and error classes, and replaces only that layer with aiohttp's
+(C-accelerated HTTP parser, a pool that learns of closed idle connections from the event loop
+instead of polling them). ``sdk_http_client(DefaultAsyncHttpxClient)`` builds the SDK's own
+client class with it; ``aiohttp_client_args()`` are the ``httpx2.AsyncClient`` arguments for
+clients an SDK builds itself (google-genai's ``async_client_args``).
+
+Behaviour kept from the default transport:
+
+- errors are ``httpx2`` exceptions, so the SDKs raise their own classes as before: connect
+  failures -> ``ConnectError``, connect/pool timeouts -> ``ConnectTimeout``, read timeouts ->
+  ``ReadTimeout``, a server that disconnects or sends a broken response -> ``RemoteProtocolError``,
+  other socket errors -> ``ReadError``;
+- timeouts per request from the request's ``timeout`` extension (connect, read between chunks,
+  pool); the body is decoded by ``httpx2`` (``auto_decompress`` off here), cookies are the
+  ``httpx2`` client's (aiohttp's jar is a dummy), redirects are the ``httpx2`` client's;
+- proxies: ``HTTP(S)_PROXY``/``ALL_PROXY``/``NO_PROXY`` become ``httpx2`` proxy mounts (httpcore2)
+  beside this transport, as ``httpx2`` and the anthropic SDK mount them for their own default
+  transports (``httpx2`` ignores the environment for a client given ``transport=``);
+- TCP keep-alive probes on every connection (idle 60 s, every 60 s, 5 probes), as the anthropic
+  SDK sets them on its sockets: a dead peer under a long stream is noticed;
+- closing a response whose body is not read to the end closes its connection at once (the
+  upstream sees the disconnect: cancellation), a body read to the end returns it to the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+import ssl
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import aiohttp
+import httpx2
+from httpx2._utils import get_environment_proxies
+from yarl import URL
+
+__all__ = ["KEEPALIVE_SECONDS", "MAX_CONNECTIONS", "AiohttpTransport", "aiohttp_client_args", "sdk_http_client"]
+
+MAX_CONNECTIONS = 1000  # per transport (the SDKs' default limit for their own pools)
+KEEPALIVE_SECONDS = 5.0  # idle keep-alive connections are closed after this (the SDKs' default)
+_SOCKET_OPTIONS = [
+    (level, option, value)
+    for level, name, value in (
+        (socket.SOL_SOCKET, "SO_KEEPALIVE", 1),
+        (socket.IPPROTO_TCP, "TCP_KEEPIDLE", 60),
+        (socket.IPPROTO_TCP, "TCP_KEEPINTVL", 60),
+        (socket.IPPROTO_TCP, "TCP_KEEPCNT", 5),
+    )
+    if (option := getattr(socket, name, None)) is not None
+]
+_MAX_HEAD_LINE = 16 * 1024  # a response's status line or header (h11's limit is 16 KiB for the head)
+
+ClientT = TypeVar("ClientT", bound=httpx2.AsyncClient)
+
+
+@functools.cache
+def _default_ssl_context() -> ssl.SSLContext:
+    """The default transport's TLS settings (system trust store, ``SSL_CERT_FILE``/``SSL_CERT_DIR``),
+    built once per process: loading the trust store takes milliseconds."""
+    return httpx2.create_ssl_context(verify=True)
+
+
+def _mapped(exc: BaseException, *, reading: bool) -> httpx2.TransportError | None:
+    """The ``httpx2`` exception the default transport raises for a failure like ``exc``."""
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx2.ConnectTimeout(message)
+    if isinstance(exc, (aiohttp.ServerTimeoutError, TimeoutError)):  # SocketTimeoutError: a read
+        return httpx2.ReadTimeout(message)
+    if isinstance(exc, (aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError)):
+        return httpx2.ProxyError(message)
+    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, DNS, TLS handshake and certificates
+        return httpx2.ConnectError(message)
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError)):
+        return httpx2.RemoteProtocolError(message)
+    if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
+        return httpx2.UnsupportedProtocol(message)
+    if isinstance(exc, (aiohttp.ClientError, OSError)):
+        return httpx2.ReadError(message) if reading else httpx2.ConnectError(message)
+    return None
+
+
+class _Body(httpx2.AsyncByteStream):
+    """A response body as ``httpx2`` reads it: chunks as they arrive."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        content = self._response.content
+        try:
+            while True:
+                chunk = await content.readany()
+                if not chunk:
+                    return
+                yield chunk
+        except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+            mapped = _mapped(exc, reading=True)
+            if mapped is None:  # pragma: no cover - every listed class maps
+                raise
+            raise mapped from exc
+
+    async def aclose(self) -> None:
+        response = self._response
+        if response.content.is_eof():
+            response.release()  # read to the end: the connection goes back to the pool
+        else:
+            response.close()  # closed early: drop the connection now, the upstream sees it
+
+
+def _keepalive_socket(addr_info: Any) -> socket.socket:
+    """aiohttp's socket factory: a plain socket with ``_SOCKET_OPTIONS`` set."""
+    family, type_, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=type_, proto=proto)
+    for level, option, value in _SOCKET_OPTIONS:
+        sock.setsockopt(level, option, value)
+    return sock
+
+
+async def _request_body(stream: httpx2.AsyncByteStream) -> AsyncIterator[bytes]:
+    async for chunk in stream:
+        yield chunk
+
+
+class AiohttpTransport(httpx2.AsyncBaseTransport):
+    """An ``httpx2`` transport over one ``aiohttp.ClientSession`` (one connection pool), opened
+    on the first request in the running event loop (and again if a later request comes from
+    another loop) and closed by ``aclose``. The TLS context is built here, as the default
+    transport does, not on the first request."""
+
+    def __init__(
+        self,
+        *,
+        verify: ssl.SSLContext | bool = True,
+        max_connections: int = MAX_CONNECTIONS,
+        keepalive_seconds: float = KEEPALIVE_SECONDS,
+    ) -> None:
+        self._ssl = _default_ssl_context() if verify is True else httpx2.create_ssl_context(verify=verify)
+        self._max_connections = max_connections
+        self._keepalive = keepalive_seconds
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timeouts: dict[tuple[Any, Any, Any], aiohttp.ClientTimeout] = {}
+
+    def _open(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections, limit_per_host=0, keepalive_timeout=self._keepalive, ssl=self._ssl,
+            socket_factory=_keepalive_socket,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,  # httpx2 decodes by the content-encoding header
+            trust_env=False,  # proxies are the httpx2 client's mounts
+            timeout=aiohttp.ClientTimeout(total=None),
+            max_line_size=_MAX_HEAD_LINE,
+            max_field_size=_MAX_HEAD_LINE,
+        )
+        self._loop = loop
+        return self._session
+
+    def _timeout(self, extension: dict[str, Any]) -> aiohttp.ClientTimeout:
+        key = (extension.get("connect"), extension.get("read"), extension.get("pool"))
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            connect, read, pool = key
+            acquire = None if connect is None or pool is None else connect + pool  # wait for a slot, then connect
+            timeout = aiohttp.ClientTimeout(total=None, connect=acquire, sock_connect=connect, sock_read=read)
+            if len(self._timeouts) < 64:
+                self._timeouts[key] = timeout
+        return timeout
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        loop = asyncio.get_running_loop()
+        session = self._session
+        if session is None or self._loop is not loop or session.closed:
+            session = self._open(loop)
+        headers = request.headers.multi_items()
+        data: bytes | AsyncIterator[bytes] | None
+        try:
+            data = request.content or None
+        except httpx2.RequestNotRead:  # a streamed upload: aiohttp chunks it itself
+            data = _request_body(request.stream)  # type: ignore[arg-type]
+            headers = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]
+        sni = request.extensions.get("sni_hostname")
+        try:
+            response = await session.request(
+                request.method,
+                URL(str(request.url), encoded=True),  # already percent-encoded by httpx2
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                timeout=self._timeout(request.extensions.get("timeout") or {}),
+                server_hostname=sni if isinstance(sni, str) else None,
+            )
+        except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+            mapped = _mapped(exc, reading=False)
+            if mapped is None:  # pragma: no cover - every listed class maps
+                raise
+            raise mapped from exc
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode("ascii", "replace")
+        return httpx2.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=_Body(response),
+            request=request,
+            extensions=extensions,
+        )
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed and self._loop is asyncio.get_running_loop():
+            await session.close()
+
+
+def aiohttp_client_args(*, trust_env: bool = True) -> dict[str, Any]:
+    """``httpx2.AsyncClient`` arguments: an ``AiohttpTransport`` and, with ``trust_env``, the
+    environment's proxies as ``mounts`` (``None`` for ``NO_PROXY`` patterns: this transport)."""
+    mounts: dict[str, httpx2.AsyncBaseTransport | None] = {}
+    if trust_env:  # what httpx2 mounts beside its own default transport
+        for pattern, url in get_environment_proxies().items():
+            mounts[pattern] = None if url is None else httpx2.AsyncHTTPTransport(proxy=url)
+    return {"transport": AiohttpTransport(), "mounts": mounts}
+
+
+def sdk_http_client(client_class: Callable[..., ClientT], **kwargs: Any) -> ClientT:
+    """``client_class`` (an SDK's ``DefaultAsyncHttpxClient``: its timeout, limits and redirect
+    defaults) over an ``AiohttpTransport``, with the environment's proxies mounted unless
+    ``kwargs`` (for the client) say ``trust_env=False`` or give a ``proxy``."""
+    env = kwargs.get("trust_env", True) and kwargs.get("proxy") is None
+    return client_class(**aiohttp_client_args(trust_env=env), **kwargs)
