@@ -62,6 +62,13 @@ class MemoryRepository(Protocol):
         """The memories among ``ids`` (unknown ids are skipped), in no particular order."""
         ...
 
+    async def with_neighbours(
+        self, tenant_id: str, ids: Iterable[str], hops: int = 1
+    ) -> tuple[list[StoredMemory], list[Edge]]:
+        """The memories among ``ids`` and those within ``hops`` ``follows`` edges of them (unknown
+        ids skipped), and those ``follows`` edges."""
+        ...
+
     async def latest(self, tenant_id: str, conversation_id: str) -> StoredMemory | None:
         """The conversation's most recent memory (by ``at``, then id)."""
         ...
@@ -71,6 +78,11 @@ class MemoryRepository(Protocol):
     ) -> list[str]:
         """Ids of at most ``k`` of the user's memories matching any word of ``query`` (Postgres
         full-text search), best first, restricted by ``filters``."""
+        ...
+
+    async def set_windows(self, tenant_id: str, windows: Mapping[str, str]) -> None:
+        """Full-text index each memory (id -> text) by its context window (the memory with its
+        neighbours) instead of its own text; an empty text reverts to its own text."""
         ...
 
     async def topics(self, tenant_id: str, user_id: str) -> list[Topic]:

@@ -1,22 +1,28 @@
 """``SearchMemory``: hybrid retrieval of a user's memories, ranked, diversified and packed.
 
-1. Postgres full-text (``MemoryRepository.fulltext``: any query word, ``ts_rank``) and a vector
-   query (``VectorStore.query``, tenant-scoped, filtered by user and by the filters the store can
-   express: tiers, time range, topics), each ``candidates`` deep.
-2. The lists are fused by the domain's reciprocal-rank fusion; around the best ``seeds`` fused
-   hits the graph is read ``depth`` hops over ``weights.edge_kinds`` (default ``follows``: the
-   turns around a hit) and the memories found there join the candidates.
+1. Postgres full-text (``MemoryRepository.fulltext``: any query word, BM25 over each turn's context
+   window) and a vector query (``VectorStore.query``, tenant-scoped, filtered by user and by the
+   filters the store can express: tiers, time range, topics), each ``candidates`` deep. The
+   full-text query runs while the query is being embedded.
+2. The lists are fused by the domain's reciprocal-rank fusion; with a graph weight, around the best
+   ``seeds`` fused hits the graph is read ``depth`` hops over ``weights.edge_kinds`` and the
+   memories found there join the candidates (off by default: context windows already cover the
+   turns around a hit, see docs/memory.md).
 3. ``domain.memory.ranking.rank`` scores them (RRF + graph + recency + importance, MMR), and
-   ``domain.memory.packing.pack`` keeps the best ``k`` that fit ``token_budget``.
+   ``domain.memory.packing.pack_passages`` keeps the best ``k`` hits that fit ``token_budget``, each
+   as a passage: the hit with the ``window`` memories before and after it in its conversation
+   (``follows`` edges), without repeating a memory an earlier passage shows.
 
-Every result carries the domain's ``ScoreExplanation``. Entity filters are applied after retrieval
-(memories name several entities; the vector store's metadata holds scalars only).
+Every result carries the domain's ``ScoreExplanation``; ``SearchResult.passage`` is what to show a
+model, ``tokens`` what it costs. Entity filters are applied after retrieval (memories name several
+entities; the vector store's metadata holds scalars only).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import msgspec
 
@@ -24,7 +30,7 @@ from application.memory.ports import MemoryRepository, StoredMemory, node_kind
 from application.ports import Embedder, VectorStore
 from domain.errors import InvalidRequest
 from domain.memory.graph import Edge, MemoryGraph, Node
-from domain.memory.packing import pack
+from domain.memory.packing import pack_passages
 from domain.memory.ranking import (
     MemoryCandidate,
     MemoryFilter,
@@ -47,6 +53,7 @@ from domain.ports import Clock
 
 __all__ = [
     "DEFAULT_WEIGHTS",
+    "SearchContext",
     "SearchMemory",
     "SearchResponse",
     "SearchResult",
@@ -54,7 +61,7 @@ __all__ = [
     "vector_filter",
 ]
 
-DEFAULT_WEIGHTS = RankingWeights(edge_kinds=frozenset({"follows"}), depth=1, seeds=5, graph=0.3)
+DEFAULT_WEIGHTS = RankingWeights(edge_kinds=frozenset({"follows"}), depth=1, seeds=5, graph=0.0)
 
 
 def approximate_tokens(text: str) -> int:
@@ -62,7 +69,20 @@ def approximate_tokens(text: str) -> int:
     return math.ceil(len(text.split()) * 4 / 3)
 
 
+class SearchContext(msgspec.Struct, frozen=True):
+    """A memory shown around a hit (not itself ranked)."""
+
+    id: str
+    text: str
+    at: float
+    source_id: str | None
+
+
 class SearchResult(msgspec.Struct, frozen=True):
+    """A hit. ``text`` is the memory's own text; ``before``/``after`` the memories shown around it
+    (oldest first; none already shown by an earlier result); ``passage`` all of them, one per line;
+    ``tokens`` is what the passage costs."""
+
     id: str
     text: str
     tier: Tier
@@ -72,12 +92,18 @@ class SearchResult(msgspec.Struct, frozen=True):
     score: float
     explanation: ScoreExplanation
     tokens: int
+    before: tuple[SearchContext, ...] = ()
+    after: tuple[SearchContext, ...] = ()
+
+    @property
+    def passage(self) -> str:
+        return "\n".join([*(c.text for c in self.before), self.text, *(c.text for c in self.after)])
 
 
 class SearchResponse(msgspec.Struct, frozen=True):
     results: tuple[SearchResult, ...]
     tokens_used: int
-    skipped_ids: tuple[str, ...]  # ranked but over the budget or beyond k
+    skipped_ids: tuple[str, ...]  # ranked but over the budget or beyond k, or shown in an earlier passage
 
 
 def vector_filter(user: str, filters: MemoryFilter | None) -> MetadataFilter:
@@ -91,6 +117,10 @@ def vector_filter(user: str, filters: MemoryFilter | None) -> MetadataFilter:
         if filters.topics is not None:
             conditions.append(In("topic_id", tuple(sorted(filters.topics))))
     return MetadataFilter(tuple(conditions))
+
+
+def _shown(memory: StoredMemory) -> SearchContext:
+    return SearchContext(memory.id, memory.text, memory.at, memory.source_id)
 
 
 def _candidate(memory: StoredMemory) -> MemoryCandidate:
@@ -118,7 +148,10 @@ class SearchMemory:
         candidates: int = 50,
         count_tokens: Callable[[str], int] = approximate_tokens,
         overhead: int = 4,
+        window: int = 1,
     ) -> None:
+        if window < 0:
+            raise InvalidRequest.single("window", "must be >= 0")
         self._repo = repository
         self._vectors = vectors
         self._embedder = embedder
@@ -127,6 +160,7 @@ class SearchMemory:
         self._candidates = candidates
         self._count_tokens = count_tokens
         self._overhead = overhead
+        self._window = window
 
     async def __call__(
         self,
@@ -145,13 +179,21 @@ class SearchMemory:
         if not query.strip():
             return SearchResponse((), 0, ())
         depth = min(MAX_K, max(self._candidates, k))
-        (vector,) = await self._embedder.embed([query])
-        fulltext_ids = await self._repo.fulltext(tenant, user, query, depth, filters)
-        hits = await self._vectors.query(tenant, vector, depth, vector_filter(user, filters))
-        vector_ids = [h.id for h in hits]
-        memories = {m.id: m for m in await self._repo.get_many(tenant, {*fulltext_ids, *vector_ids})}
-        graph = await self._graph(tenant, memories, fulltext_ids, vector_ids)
-        candidates = {mid: _candidate(m) for mid, m in memories.items() if m.user_id == user}
+        fulltext_ids, vector_ids = await asyncio.gather(
+            self._repo.fulltext(tenant, user, query, depth, filters), self._dense(tenant, user, query, depth, filters)
+        )
+        hit_ids = {*fulltext_ids, *vector_ids}
+        # The hits with the memories around them (their passages' context), in one read.
+        rows, follows = (
+            await self._repo.with_neighbours(tenant, hit_ids, self._window)
+            if self._window
+            else (await self._repo.get_many(tenant, hit_ids), [])
+        )
+        memories = {m.id: m for m in rows}
+        pool = {mid: m for mid, m in memories.items() if mid in hit_ids}
+        graph = await self._graph(tenant, pool, fulltext_ids, vector_ids)
+        memories |= pool
+        candidates = {mid: _candidate(m) for mid, m in pool.items() if m.user_id == user}
         ranked = rank(
             candidates,
             fulltext_ids,
@@ -160,24 +202,58 @@ class SearchMemory:
             graph=graph,
             weights=self._weights,
             filters=filters,
-            limit=k,
+            limit=min(depth, 2 * k),
         )
-        packed = pack(ranked, token_budget, self._count_tokens, overhead=self._overhead, max_items=k)
+        context = self._context(user, [r.id for r in ranked], memories, follows)
+        packed = pack_passages(
+            ranked, context, token_budget, self._count_tokens, overhead=self._overhead, max_items=k
+        )
         results = tuple(
             SearchResult(
-                id=r.id,
-                text=r.memory.text,
-                tier=r.memory.tier,
-                at=r.memory.at,
-                conversation_id=memories[r.id].conversation_id,
-                source_id=memories[r.id].source_id,
-                score=r.score,
-                explanation=r.explanation,
-                tokens=self._count_tokens(r.memory.text),
+                id=p.id,
+                text=p.hit.memory.text,
+                tier=p.hit.memory.tier,
+                at=p.hit.memory.at,
+                conversation_id=memories[p.id].conversation_id,
+                source_id=memories[p.id].source_id,
+                score=p.hit.score,
+                explanation=p.hit.explanation,
+                tokens=p.tokens,
+                before=tuple(_shown(memories[m.id]) for m in p.before),
+                after=tuple(_shown(memories[m.id]) for m in p.after),
             )
-            for r in packed.selected
+            for p in packed.selected
         )
-        return SearchResponse(results, packed.tokens_used, packed.skipped_ids)
+        skipped = packed.skipped_ids + packed.merged_ids
+        return SearchResponse(results, packed.tokens_used, skipped)
+
+    async def _dense(self, tenant: str, user: str, query: str, depth: int, filters: MemoryFilter | None) -> list[str]:
+        (vector,) = await self._embedder.embed([query])
+        return [h.id for h in await self._vectors.query(tenant, vector, depth, vector_filter(user, filters))]
+
+    def _context(
+        self, user: str, hit_ids: Iterable[str], memories: dict[str, StoredMemory], follows: Iterable[Edge]
+    ) -> dict[str, tuple[list[MemoryCandidate], list[MemoryCandidate]]]:
+        """For each hit, up to ``window`` of the user's memories before and after it along
+        ``follows`` edges (``a follows b``: b is before a)."""
+        before_of: dict[str, str] = {}
+        after_of: dict[str, str] = {}
+        for e in sorted(follows, key=lambda e: (e.source, e.target)):
+            before_of.setdefault(e.source, e.target)
+            after_of.setdefault(e.target, e.source)
+        out: dict[str, tuple[list[MemoryCandidate], list[MemoryCandidate]]] = {}
+        for hit in hit_ids:
+            sides: list[list[MemoryCandidate]] = []
+            for links in (before_of, after_of):
+                side: list[MemoryCandidate] = []
+                at = hit
+                while len(side) < self._window and (at := links.get(at, "")) in memories and at != hit:
+                    if memories[at].user_id != user:
+                        break
+                    side.append(_candidate(memories[at]))
+                sides.append(side)
+            out[hit] = (sides[0][::-1], sides[1])
+        return out
 
     async def _graph(
         self,

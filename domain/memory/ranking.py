@@ -11,7 +11,9 @@ Pipeline (``rank``):
 3. **Base score**: ``w_rrf*rrf + w_graph*graph + w_recency*recency + w_importance*importance``,
    with ``recency = 0.5 ** (age / half_life)``.
 4. **MMR**: greedy selection maximising ``lambda*base - (1-lambda)*max_sim`` to the items already
-   chosen (cosine of vectors when both have one, else Jaccard of their tokens).
+   chosen (cosine of vectors when both have one, else Jaccard of their tokens), among the best
+   ``2 * limit`` by base score (MMR re-ranks the head of the list; the tail cannot be picked
+   before it anyway unless its base is close, and comparing every pair costs O(limit * pool)).
 
 Every result carries a ``ScoreExplanation`` whose weighted components add up to its score:
 ``score = lambda * (rrf + graph + recency + importance) - mmr_penalty``.
@@ -274,7 +276,8 @@ def rank(
             w.recency * recency(memory.at, now, w.half_life),
             w.importance * memory.importance,
         )
-    bases = [(allowed[mid], math.fsum(p)) for mid, p in parts.items()]
+    bases = sorted(((allowed[mid], math.fsum(p)) for mid, p in parts.items()), key=lambda b: (-b[1], b[0].id))
+    bases = bases[: 2 * limit]
     results: list[RankedMemory] = []
     for memory, base, penalty in mmr_select(bases, w.mmr_lambda, limit):
         r, g, rec, imp = parts[memory.id]

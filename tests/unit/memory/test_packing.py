@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from domain.errors import InvalidRequest
-from domain.memory.packing import pack
+from domain.memory.packing import pack, pack_passages
 from domain.memory.ranking import MemoryCandidate, RankedMemory, ScoreExplanation
 from domain.memory.tiers import Tier
 
@@ -35,3 +35,34 @@ def test_overhead_and_max_items_count() -> None:
     assert pack(items, 0, words).selected == ()
     with pytest.raises(InvalidRequest):
         pack(items, -1, words)
+
+
+def memory(mid: str, words: int = 1) -> MemoryCandidate:
+    return MemoryCandidate(mid, " ".join([mid] * words), Tier.EPISODIC, 0.0)
+
+
+def test_passages_show_context_once_and_merge_hits_already_shown() -> None:
+    items = [ranked("b", 1), ranked("c", 1), ranked("e", 1)]
+    context = {
+        "b": ((memory("a"),), (memory("c"),)),
+        "c": ((memory("b"),), (memory("d"),)),
+        "e": ((memory("d"),), (memory("f"),)),
+    }
+    packed = pack_passages(items, context, 100, words)
+    assert [[m.id for m in p.memories] for p in packed.selected] == [["a", "b", "c"], ["d", "e", "f"]]
+    assert packed.merged_ids == ("c",)  # shown after b: not repeated
+    assert [p.tokens for p in packed.selected] == [3, 3] and packed.tokens_used == 6
+    assert packed.selected[0].text == "a\nw\nc"  # the hit's own text (ranked() makes "w") between its context
+
+
+def test_a_passage_that_does_not_fit_is_tried_without_its_context() -> None:
+    items = [ranked("a", 2), ranked("b", 2)]
+    context = {"a": ((memory("x", 5),), ()), "b": ((), (memory("y", 1),))}
+    packed = pack_passages(items, context, 5, words, overhead=0, max_items=5)
+    assert [(p.id, [m.id for m in p.memories]) for p in packed.selected] == [("a", ["a"]), ("b", ["b", "y"])]
+    assert packed.tokens_used == 5 and packed.skipped_ids == ()
+    assert pack_passages(items, context, 1, words).skipped_ids == ("a", "b")
+    capped = pack_passages(items, context, 100, words, max_items=1)
+    assert [p.id for p in capped.selected] == ["a"] and capped.skipped_ids == ("b",)
+    with pytest.raises(InvalidRequest):
+        pack_passages(items, context, -1, words)

