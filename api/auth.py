@@ -12,6 +12,11 @@ or enrol a factor).
 Every rejection is the same ``InvalidCredentials`` ("invalid credentials": gRPC UNAUTHENTICATED,
 HTTP 401 with ``WWW-Authenticate: Bearer``), whatever the cause; the cause goes to the audit event.
 
+The caller's address (brute-force limiter keys, audit events) is the connecting peer's, unless that
+peer is a trusted proxy (``TrustedProxies``, setting ``trusted_proxies``; loopback by default, where
+`lumina up` runs the console): then it is the nearest untrusted address of ``x-forwarded-for``. The
+edges resolve it once per call into ``client_var`` (``current_client()``).
+
 ``CachingAuthenticator`` keeps verified API keys for a few seconds, keyed by a SHA-256 of the raw
 key, so the gateway's hot path does not reach Postgres per request; ``forget(key_id)`` drops a
 key revoked on this replica at once (other replicas stop accepting it within the TTL).
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import time
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
@@ -32,6 +38,7 @@ from domain.identity.credentials import API_KEY_SCHEME
 __all__ = [
     "AUTH_HTTP_ROUTES",
     "AUTH_SERVICE",
+    "DEFAULT_TRUSTED_PROXIES",
     "PUBLIC_AUTH_RPCS",
     "PUBLIC_GRPC_METHODS",
     "PUBLIC_HTTP_PATHS",
@@ -41,21 +48,26 @@ __all__ = [
     "Authenticator",
     "CachingAuthenticator",
     "StaticAuthenticator",
+    "TrustedProxies",
     "client_of_peer",
+    "client_var",
     "credential_from",
+    "current_client",
     "current_principal",
+    "forwarded_for",
     "is_public_path",
     "principal_var",
     "require_platform_admin",
 ]
 
 principal_var: ContextVar[Principal | None] = ContextVar("lumina_principal", default=None)
+client_var: ContextVar[str] = ContextVar("lumina_client", default="")
 
 AUTH_SERVICE = "lumina.v1.AuthService"
 # AuthService calls anyone may make (they sign in, or answer alike whether an account exists).
 PUBLIC_AUTH_RPCS = frozenset({
     "SignUp", "Login", "BeginPasskeyLogin", "FinishPasskeyLogin", "RequestPasswordReset", "ResetPassword",
-    "BeginOidcLogin", "FinishOidcLogin",
+    "BeginOidcLogin", "FinishOidcLogin", "GetLoginOptions",
 })
 # AuthService calls that act on the caller's session token, checked by the use case itself.
 SESSION_AUTH_RPCS = frozenset({
@@ -89,6 +101,9 @@ AUTH_HTTP_ROUTES: dict[str, tuple[str, str]] = {
     "CreateApiKey": ("POST", "/v1/auth/api-keys"),
     "ListApiKeys": ("GET", "/v1/auth/api-keys"),
     "RevokeApiKey": ("DELETE", "/v1/auth/api-keys/{id:str}"),
+    "ListPasskeys": ("GET", "/v1/auth/passkeys"),
+    "DeletePasskey": ("DELETE", "/v1/auth/passkeys/{id:str}"),
+    "GetLoginOptions": ("GET", "/v1/auth/login-options"),
 }
 # Exact HTTP paths served without a resolved principal: the public and session-token routes.
 PUBLIC_HTTP_PATHS: frozenset[str] = frozenset(
@@ -128,6 +143,89 @@ def client_of_peer(peer: str) -> str:
     if kind == "ipv6":
         return rest.rpartition(":")[0].strip("[]")
     return rest or peer
+
+
+DEFAULT_TRUSTED_PROXIES = "127.0.0.0/8,::1"
+
+
+class TrustedProxies:
+    """The peers allowed to name the client they forward (``x-forwarded-for``).
+
+    ``client(peer, forwarded)``: a peer that is not trusted is the client, whatever it sends. A
+    trusted peer's ``x-forwarded-for`` is read right to left (each proxy appends the address it
+    saw), skipping trusted proxies: the first address that is not one is the client. When every
+    hop is trusted the leftmost one is (a browser on the console's own host); an unreadable hop
+    ends the walk at the last trusted address seen, so nothing but an address ever comes out.
+    """
+
+    def __init__(self, networks: Iterable[str] = DEFAULT_TRUSTED_PROXIES.split(",")) -> None:
+        self._networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
+            ipaddress.ip_network(n.strip(), strict=False) for n in networks if n.strip()
+        )
+
+    @classmethod
+    def parse(cls, spec: str) -> TrustedProxies:
+        """Comma-separated addresses or CIDR networks; '' trusts no peer. ``ValueError`` names a bad entry."""
+        entries = [e.strip() for e in spec.split(",") if e.strip()]
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return cls(entries)
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        return tuple(str(n) for n in self._networks)
+
+    def trusts(self, address: str) -> bool:
+        parsed = _address(address)
+        return parsed is not None and any(parsed in n for n in self._networks)
+
+    def client(self, peer: str, forwarded: Iterable[str] = ()) -> str:
+        """The client's address: ``peer`` (the connecting address) or, for a trusted peer, the
+        nearest untrusted hop of the ``x-forwarded-for`` values ``forwarded`` (in header order)."""
+        if not self.trusts(peer):
+            return peer
+        hops = [hop.strip() for value in forwarded for hop in value.split(",") if hop.strip()]
+        nearest = str(_address(peer))
+        for hop in reversed(hops):
+            parsed = _address(_strip_port(hop))
+            if parsed is None:
+                return nearest
+            nearest = str(parsed)
+            if not any(parsed in n for n in self._networks):
+                return nearest
+        return nearest
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text.strip().removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _strip_port(hop: str) -> str:
+    """``1.2.3.4:5678`` -> ``1.2.3.4``; ``[::1]:5678`` -> ``::1``; anything else as it is."""
+    if hop.startswith("["):
+        return hop[1:hop.index("]")] if "]" in hop else hop
+    if hop.count(":") == 1:
+        return hop.partition(":")[0]
+    return hop
+
+
+def forwarded_for(headers: Iterable[tuple[str, str]]) -> list[str]:
+    """The ``x-forwarded-for`` values of a request's headers or metadata (lower-case names)."""
+    return [value for name, value in headers if name == "x-forwarded-for"]
+
+
+def current_client() -> str:
+    """The address of the caller of the call being served ('' when the edge did not set it)."""
+    return client_var.get()
 
 
 def current_principal() -> Principal:

@@ -1,10 +1,12 @@
 """Composition of identity (for ``api/bootstrap.py`` and the operator's commands).
 
 ``build_identity`` wires one ``IdentityContext`` with the real primitives — argon2id, zxcvbn, the
-Redis brute-force limiter (``LUMINA_REDIS_URL``), pyotp, py_webauthn with the relying party from
-settings — and from it the edges' authenticator (API keys cached briefly, ``api.auth``) and the
-AuthService operations. ``first_start`` and ``create_key`` are `lumina up`'s first-start step and
-`lumina keys create`, talking to the database directly.
+Redis brute-force limiter (``LUMINA_REDIS_URL``, keys under ``LUMINA_REDIS_NAMESPACE``), pyotp,
+py_webauthn with the relying party from settings — and from it the edges' authenticator (API keys
+cached briefly, ``api.auth``) and the AuthService operations, which carry the trusted proxies
+(``LUMINA_TRUSTED_PROXIES``) the edges serving them use to find each caller's address.
+``first_start`` and ``create_key`` are `lumina up`'s first-start step and `lumina keys create`,
+talking to the database directly.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from adapters.postgres.engine import create_engine
 from adapters.postgres.identity_uow import SqlIdentityUnitOfWorkFactory
 from adapters.secrets import LocalKeyfileKms
 from adapters.system import SystemClock, TimeOrderedIds
-from api.auth import CachingAuthenticator
+from api.auth import CachingAuthenticator, TrustedProxies
 from api.grpc.auth import AuthOperations, OidcLogin
 from api.settings import Settings
 from application.identity import (
@@ -68,7 +70,7 @@ def identity_context(
         secrets=SystemSecrets(),
         hasher=Argon2PasswordHasher(),
         strength=ZxcvbnStrength(),
-        limiter=RedisLoginLimiter(redis),
+        limiter=RedisLoginLimiter(redis, namespace=f"{settings.redis_namespace}:auth"),
         totp=PyOtpTotp(),
         webauthn=PyWebAuthnRelyingParty(settings.rp_id, "Lumina", settings.rp_origins),
         reset_url=f"{settings.console_url}/recover?token=",
@@ -95,6 +97,7 @@ def build_identity(
     operations = AuthOperations(
         ctx, default_tenant=settings.tenant_id, signup_enabled=settings.signup_enabled,
         on_revoke=authenticator.forget, oidc=_oidc(ctx, settings),
+        proxies=TrustedProxies.parse(settings.trusted_proxies),
     )
     return IdentityModule(ctx=ctx, authenticator=authenticator, operations=operations, redis=redis)
 

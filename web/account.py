@@ -1,5 +1,6 @@
-"""The signed-in user's own pages: account (password, TOTP enrolment with recovery codes, passkey
-registration, step-up with a second factor) and API keys (create, shown once; list; revoke).
+"""The signed-in user's own pages: account (password, TOTP enrolment with recovery codes, passkeys:
+registration, list with names and dates, removal; step-up with a second factor) and API keys
+(create, shown once; list; revoke).
 
 Actions that rotate the session (password change, new factor, step-up) store the rotated token in
 the cookie at once; the backend has ended the old one.
@@ -25,8 +26,11 @@ from lumina_client.lumina.v1 import (
     ChangePasswordRequest,
     ConfirmTotpEnrolmentRequest,
     CreateApiKeyRequest,
+    DeletePasskeyRequest,
     FinishPasskeyRegistrationRequest,
     ListApiKeysRequest,
+    ListPasskeysRequest,
+    Passkey,
     Principal,
     RevokeApiKeyRequest,
     VerifySecondFactorRequest,
@@ -60,14 +64,30 @@ NOTICES = {
     "password": "Your password is changed. Your other sessions have ended.",
     "passkey": "Your passkey is registered. Your other sessions have ended.",
     "verified": "Confirmed: you can change your security settings for the next few minutes.",
+    "passkey_removed": "The passkey is removed. Your other sessions have ended.",
 }
+LAST_FACTOR = "This is your last second factor and your organisation requires one: add another before removing it."
 
 
-def _account(request: Request, principal: Principal, *, status: int = 200, **context: Any) -> Template:
+async def _passkeys(request: Request) -> list[Passkey] | None:
+    """The user's passkeys for the account page; None when the backend cannot list them now (the
+    page then shows their count only)."""
+    try:
+        reply = await auth_stub(request).list_passkeys(
+            ListPasskeysRequest(), timeout=AUTH_TIMEOUT, metadata=call_metadata(request)
+        )
+    except (GRPCError, OSError):
+        return None
+    return list(reply.passkeys)
+
+
+async def _account(request: Request, principal: Principal, *, status: int = 200, **context: Any) -> Template:
     context.setdefault("errors", {})
     context.setdefault("step_up", False)
     context.setdefault("totp", None)
     context.setdefault("recovery_codes", None)
+    if "passkeys" not in context:
+        context["passkeys"] = await _passkeys(request) if principal.passkey_count else []
     return page(request, "account.html", status=status, principal=principal, active="account", **context)
 
 
@@ -81,7 +101,7 @@ def _raise_if_signed_out(exc: GRPCError, *, input_checked: bool = True) -> None:
 @get("/account")
 async def account_page(request: Request, notice: FromQuery[str | None] = None) -> Template:
     principal = await signed_in(request)
-    return _account(request, principal, notice=NOTICES.get(notice or "", ""))
+    return await _account(request, principal, notice=NOTICES.get(notice or "", ""))
 
 
 @post("/account/password", status_code=200)
@@ -90,9 +110,9 @@ async def change_password(request: Request) -> Response[Any] | Template:
     values = await _form(request)
     current, new = values.get("current_password", ""), values.get("new_password", "")
     if not current or not new:
-        return _account(request, principal, status=400, errors={"password": "Enter your current and your new password."})
+        return await _account(request, principal, status=400, errors={"password": "Enter your current and your new password."})
     if new != values.get("confirm"):
-        return _account(request, principal, status=400, errors={"password": "The two new passwords differ."})
+        return await _account(request, principal, status=400, errors={"password": "The two new passwords differ."})
     try:
         reply = await auth_stub(request).change_password(
             ChangePasswordRequest(current_password=current, new_password=new),
@@ -101,13 +121,13 @@ async def change_password(request: Request) -> Response[Any] | Template:
     except GRPCError as exc:
         _raise_if_signed_out(exc)
         if error_reason(exc) == "STEP_UP_REQUIRED":
-            return _account(request, principal, status=403, step_up=True, errors={"password": STEP_UP})
+            return await _account(request, principal, status=403, step_up=True, errors={"password": STEP_UP})
         if exc.status is Status.UNAUTHENTICATED:
-            return _account(request, principal, status=401, errors={"password": "The current password is not right."})
+            return await _account(request, principal, status=401, errors={"password": "The current password is not right."})
         if exc.status is Status.INVALID_ARGUMENT and field_errors(exc):
-            return _account(request, principal, status=422, errors={"password": next(iter(field_errors(exc).values()))})
+            return await _account(request, principal, status=422, errors={"password": next(iter(field_errors(exc).values()))})
         message, status = backend_problem(request, exc)
-        return _account(request, principal, status=status, errors={"password": message})
+        return await _account(request, principal, status=status, errors={"password": message})
     response: Response[Any] = Redirect(path="/account", query_params={"notice": "password"}, status_code=303)
     if reply.session is not None and reply.session.token:
         set_session(response, request, reply.session, rotate_csrf=False)
@@ -125,17 +145,17 @@ async def step_up(request: Request) -> Response[Any] | Template:
     principal = await signed_in(request)
     code = (await _form(request)).get("code", "").replace(" ", "")
     if not code or len(code) > 64:
-        return _account(request, principal, status=400, step_up=True, errors={"step_up": BAD_CODE})
+        return await _account(request, principal, status=400, step_up=True, errors={"step_up": BAD_CODE})
     try:
         reply = await auth_stub(request).verify_second_factor(
             VerifySecondFactorRequest(code=code), timeout=AUTH_TIMEOUT, metadata=call_metadata(request)
         )
     except GRPCError as exc:
         if exc.status is Status.UNAUTHENTICATED and error_reason(exc) in ("INVALID_CREDENTIALS", ""):
-            return _account(request, principal, status=401, step_up=True, errors={"step_up": BAD_CODE})
+            return await _account(request, principal, status=401, step_up=True, errors={"step_up": BAD_CODE})
         _raise_if_signed_out(exc)
         message, status = backend_problem(request, exc)
-        return _account(request, principal, status=status, step_up=True, errors={"step_up": message})
+        return await _account(request, principal, status=status, step_up=True, errors={"step_up": message})
     response: Response[Any] = Redirect(path="/account", query_params={"notice": "verified"}, status_code=303)
     if reply.session is not None and reply.session.token:
         set_session(response, request, reply.session, rotate_csrf=False)
@@ -179,12 +199,12 @@ async def totp_begin(request: Request) -> Response[Any] | Template:
     except GRPCError as exc:
         _raise_if_signed_out(exc, input_checked=False)
         message = STEP_UP if error_reason(exc) == "STEP_UP_REQUIRED" else backend_problem(request, exc)[0]
-        return _totp_result(request, principal, error=message, status=403 if message == STEP_UP else 400)
+        return await _totp_result(request, principal, error=message, status=403 if message == STEP_UP else 400)
     qr = "data:image/svg+xml;base64," + base64.b64encode(reply.qr_svg.encode()).decode()
     context = {"enrolment_id": reply.enrolment_id, "qr": qr, "secret": reply.secret, "error": ""}
     if is_htmx(request):
         return fragment(request, "_totp_enrol.html", **context)
-    return _account(request, principal, totp=context)
+    return await _account(request, principal, totp=context)
 
 
 @post("/account/totp/confirm", status_code=200)
@@ -194,7 +214,7 @@ async def totp_confirm(request: Request) -> Response[Any] | Template:
     enrolment_id, code = values.get("enrolment_id", ""), values.get("code", "").replace(" ", "")
     retry = {"enrolment_id": enrolment_id, "qr": "", "secret": ""}  # the QR code is not shown twice
     if not enrolment_id or not code or len(code) > 16 or len(enrolment_id) > 128:
-        return _totp_result(request, principal, totp={**retry, "error": "Enter the six-digit code."}, status=400)
+        return await _totp_result(request, principal, totp={**retry, "error": "Enter the six-digit code."}, status=400)
     try:
         reply = await auth_stub(request).confirm_totp_enrolment(
             ConfirmTotpEnrolmentRequest(enrolment_id=enrolment_id, code=code),
@@ -203,29 +223,29 @@ async def totp_confirm(request: Request) -> Response[Any] | Template:
     except GRPCError as exc:
         if exc.status in (Status.UNAUTHENTICATED, Status.INVALID_ARGUMENT) and error_reason(exc) in ("INVALID_CREDENTIALS", ""):
             error = "That code is not right. Check the time on your device and enter the current code."
-            return _totp_result(request, principal, totp={**retry, "error": error}, status=401)
+            return await _totp_result(request, principal, totp={**retry, "error": error}, status=401)
         _raise_if_signed_out(exc)
         message, status = backend_problem(request, exc)
-        return _totp_result(request, principal, totp={**retry, "error": message}, status=status)
+        return await _totp_result(request, principal, totp={**retry, "error": message}, status=status)
     codes = list(reply.recovery_codes)
     if is_htmx(request):
         response: Response[Any] = fragment(request, "_recovery_codes.html", codes=codes)
     else:
-        response = _account(request, principal, recovery_codes=codes)
+        response = await _account(request, principal, recovery_codes=codes)
     if reply.session is not None and reply.session.token:
         set_session(response, request, reply.session, rotate_csrf=False)
     return response
 
 
-def _totp_result(request: Request, principal: Principal, *, status: int, totp: dict[str, str] | None = None,
+async def _totp_result(request: Request, principal: Principal, *, status: int, totp: dict[str, str] | None = None,
                  error: str = "") -> Response[Any] | Template:
     if totp is None:
         if is_htmx(request):
             return fragment(request, "_notice.html", status=status, message=error)
-        return _account(request, principal, status=status, errors={"totp": error}, step_up=error == STEP_UP)
+        return await _account(request, principal, status=status, errors={"totp": error}, step_up=error == STEP_UP)
     if is_htmx(request):
         return fragment(request, "_totp_enrol.html", status=status, **totp)
-    return _account(request, principal, status=status, totp=totp)
+    return await _account(request, principal, status=status, totp=totp)
 
 
 # --- passkey registration --------------------------------------------------------------------
@@ -294,6 +314,26 @@ async def passkey_register_finish(request: Request) -> Response[Any]:
         response = Response(content={"redirect": "/login?notice=passkey"})
         clear_auth_cookies(response, request)
     return response
+
+
+@post("/account/passkeys/{passkey_id:str}/delete", status_code=200)
+async def passkey_delete(request: Request, passkey_id: FromPath[str]) -> Response[Any] | Template:
+    principal = await signed_in(request)
+    try:
+        await auth_stub(request).delete_passkey(
+            DeletePasskeyRequest(id=passkey_id[:1400]), timeout=AUTH_TIMEOUT, metadata=call_metadata(request)
+        )
+    except GRPCError as exc:
+        if error_reason(exc) == "STEP_UP_REQUIRED":
+            return await _account(request, principal, status=403, step_up=True, errors={"passkeys": STEP_UP})
+        _raise_if_signed_out(exc, input_checked=False)
+        if exc.status is Status.PERMISSION_DENIED:
+            return await _account(request, principal, status=403, errors={"passkeys": LAST_FACTOR})
+        if exc.status is Status.NOT_FOUND:
+            return await _account(request, principal, status=404, errors={"passkeys": "That passkey is gone already."})
+        message, status = backend_problem(request, exc)
+        return await _account(request, principal, status=status, errors={"passkeys": message})
+    return Redirect(path="/account", query_params={"notice": "passkey_removed"}, status_code=303)
 
 
 # --- API keys --------------------------------------------------------------------------------
@@ -369,5 +409,5 @@ async def revoke_key(request: Request, key_id: FromPath[str]) -> Response[Any] |
 
 ROUTES = [
     account_page, change_password, step_up, step_up_passkey_begin, step_up_passkey_finish, totp_begin, totp_confirm,
-    passkey_register_begin, passkey_register_finish, keys_page, create_key, revoke_key,
+    passkey_register_begin, passkey_register_finish, passkey_delete, keys_page, create_key, revoke_key,
 ]

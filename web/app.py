@@ -24,9 +24,10 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from lumina_client.lumina.v1 import ChatServiceStub
-from web import account, auth
+from web import account, auth, oidc
 from web.backend import call_metadata, signed_in
 from web.pending import PendingPrompt, PendingPrompts
+from web.proxies import DEFAULT_TRUSTED_PROXIES, TrustedProxies
 from web.render import backend_problem, is_htmx, page
 from web.security import SecurityMiddleware
 from web.session import SESSION_COOKIE, SignInRequired, bearer, safe_next
@@ -157,6 +158,8 @@ def create_app(
     pending_capacity: int = 256,
     secret: bytes | None = None,
     secure_cookies: bool = False,
+    public_url: str | None = None,
+    trusted_proxies: str = DEFAULT_TRUSTED_PROXIES,
     debug: bool = False,
 ) -> Litestar:
     """Build the console for the backend's gRPC endpoint ``backend_target`` ("host:port").
@@ -164,9 +167,13 @@ def create_app(
     ``grpc_metadata`` is sent with every call (the signed-in user's session goes along as
     ``authorization``); ``call_timeout`` bounds one answer. ``secret`` signs CSRF tokens (random
     per process unless given: give the same one to every replica); ``secure_cookies`` marks
-    cookies Secure and adds HSTS, for a console served over TLS.
+    cookies Secure and adds HSTS, for a console served over TLS. ``public_url`` is where browsers
+    reach the console (OIDC's redirect URI is ``<public_url>/oidc/callback``; None: the address
+    each request came to). ``trusted_proxies`` (comma-separated addresses or networks) may name
+    the browser in ``x-forwarded-for`` (web/proxies.py).
     """
     host, port = parse_target(backend_target)
+    proxies = TrustedProxies(trusted_proxies)
     missing = [name for name in VENDOR_ASSETS if not (STATIC / "vendor" / name).is_file()]
     if missing:
         raise RuntimeError(
@@ -192,6 +199,7 @@ def create_app(
             stream_answer,
             *auth.ROUTES,
             *account.ROUTES,
+            *oidc.ROUTES,
             create_static_files_router(path="/static", directories=[STATIC]),
         ],
         lifespan=[grpc_channel],
@@ -205,6 +213,8 @@ def create_app(
                 "call_timeout": call_timeout,
                 "grpc_metadata": dict(grpc_metadata or {}),
                 "secure_cookies": secure_cookies,
+                "public_url": public_url.rstrip("/") if public_url else None,
+                "proxies": proxies,
             }
         ),
         template_config=TemplateConfig(instance=JinjaTemplateEngine.from_environment(env)),

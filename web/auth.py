@@ -1,8 +1,11 @@
 """Signing in and out: sign-up, login (password, then TOTP or recovery code when the session is
-pending), passwordless passkey login, logout, and password recovery.
+pending), passwordless passkey login, logout, and password recovery. The sign-in page offers
+"Sign in with SSO" when the organisation has an identity provider (``GetLoginOptions``; the
+routes are in web/oidc.py).
 
 Every credential failure shows the same message, whatever the backend's reason, so the pages say
-nothing about whether an organisation or account exists.
+nothing about whether an organisation or account exists. Too many attempts from one browser (the
+backend counts per browser address, web/proxies.py) answer 429 with the backend's Retry-After.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from litestar.response import Redirect, Template
 from lumina_client.lumina.v1 import (
     BeginPasskeyLoginRequest,
     FinishPasskeyLoginRequest,
+    GetLoginOptionsRequest,
     LoginRequest,
     LogoutRequest,
     RequestPasswordResetRequest,
@@ -36,6 +40,7 @@ from web.session import (
     clear_auth_cookies,
     error_reason,
     field_errors,
+    retry_after,
     safe_next,
     set_pending,
     set_session,
@@ -47,6 +52,8 @@ __all__ = [
     "BAD_PASSKEY",
     "RESET_SENT",
     "ROUTES",
+    "TOO_MANY",
+    "login_options",
 ]
 
 BAD_LOGIN = "The organisation, email or password is not right."
@@ -57,6 +64,7 @@ RESET_SENT = (
     "If that organisation has an account with this email, we sent it a link to choose a new password. "
     "The link works once and expires soon."
 )
+TOO_MANY = "Too many requests from your network. Wait a while, then try again."
 TENANT_COOKIE = "lumina_tenant"
 MAX_FIELD = 320
 MAX_PASSWORD = 1024
@@ -78,20 +86,45 @@ def _remember_tenant(response: Response, request: Request, tenant: str) -> None:
                         secure=bool(request.app.state.secure_cookies), max_age=365 * 86400)
 
 
+def _throttled(response: Template, exc: GRPCError) -> Template:
+    """A 429 page carries the backend's Retry-After."""
+    seconds = retry_after(exc) if exc.status is Status.RESOURCE_EXHAUSTED else None
+    if seconds is not None:
+        response.headers["Retry-After"] = str(seconds)
+    return response
+
+
+async def login_options(request: Request, tenant: str) -> tuple[bool, bool]:
+    """(oidc_enabled, signup_allowed) for the sign-in page (GetLoginOptions); (False, True) when
+    the backend cannot say."""
+    try:
+        reply = await auth_stub(request).get_login_options(
+            GetLoginOptionsRequest(tenant_id=tenant[:64]), timeout=2.0, metadata=call_metadata(request, "")
+        )
+    except (GRPCError, OSError):
+        return False, True
+    return reply.oidc_enabled, reply.signup_allowed
+
+
 # --- login -----------------------------------------------------------------------------------
 
 
 @get("/login")
-async def login_page(request: Request, next: FromQuery[str | None] = None, notice: FromQuery[str | None] = None) -> Template:
+async def login_page(
+    request: Request, next: FromQuery[str | None] = None, notice: FromQuery[str | None] = None,
+    tenant: FromQuery[str | None] = None,
+) -> Template:
     notices = {
         "signed_out": "You are signed out.",
         "password": "Your password is changed. Sign in with it.",
         "expired": "Your session ended. Sign in again.",
         "passkey": "Your passkey is registered. Sign in with it.",
     }
+    tenant = (tenant or request.cookies.get(TENANT_COOKIE, "")).strip()[:64]
+    oidc_enabled, signup_allowed = await login_options(request, tenant)
     return page(
-        request, "login.html", next=safe_next(next), tenant=request.cookies.get(TENANT_COOKIE, "")[:64],
-        email="", notice=notices.get(notice or "", ""),
+        request, "login.html", next=safe_next(next), tenant=tenant, email="", notice=notices.get(notice or "", ""),
+        oidc_enabled=oidc_enabled, signup_allowed=signup_allowed,
     )
 
 
@@ -101,13 +134,15 @@ async def login(request: Request) -> Response[Any] | Template:
     tenant, email, password = values.get("tenant", ""), values.get("email", ""), values.get("password", "")
     target = safe_next(values.get("next"))
 
-    def again(message: str, status: int) -> Template:
-        return page(request, "login.html", status=status, next=target, tenant=tenant, email=email, error=message)
+    async def again(message: str, status: int) -> Template:
+        oidc_enabled, signup_allowed = await login_options(request, tenant)
+        return page(request, "login.html", status=status, next=target, tenant=tenant, email=email, error=message,
+                    oidc_enabled=oidc_enabled, signup_allowed=signup_allowed)
 
     if not tenant or not email or not password:
-        return again("Enter your organisation, email and password.", 400)
+        return await again("Enter your organisation, email and password.", 400)
     if _too_long(values):
-        return again(BAD_LOGIN, 401)
+        return await again(BAD_LOGIN, 401)
     try:
         reply = await auth_stub(request).login(
             LoginRequest(tenant_id=tenant, email=email, password=password),
@@ -115,13 +150,13 @@ async def login(request: Request) -> Response[Any] | Template:
         )
     except GRPCError as exc:
         if exc.status in (Status.UNAUTHENTICATED, Status.INVALID_ARGUMENT, Status.NOT_FOUND):
-            return again(BAD_LOGIN, 401)
-        return again(*backend_problem(request, exc))
+            return await again(BAD_LOGIN, 401)
+        return _throttled(await again(*backend_problem(request, exc)), exc)
     except OSError as exc:
-        return again(*backend_problem(request, exc))
+        return await again(*backend_problem(request, exc))
     session = reply.session
     if session is None or not session.token:
-        return again("The backend answered without a session. Try again.", 502)
+        return await again("The backend answered without a session. Try again.", 502)
     if session.pending_second_factor:
         response: Response[Any] = Redirect(path="/login/verify", query_params={"next": target}, status_code=303)
         set_pending(response, request, session)
@@ -289,6 +324,8 @@ async def signup(request: Request) -> Response[Any] | Template:
             return again(422, "" if errors else (exc.message or "Check the fields."), errors)
         if exc.status is Status.ALREADY_EXISTS:
             return again(409, "", {"organisation": "That organisation exists already: choose another name, or sign in."})
+        if exc.status is Status.RESOURCE_EXHAUSTED:
+            return _throttled(again(429, TOO_MANY), exc)
         message, status = backend_problem(request, exc)
         return again(status, message)
     except OSError as exc:
@@ -344,7 +381,11 @@ async def forgot(request: Request) -> Template:
             )
         except GRPCError as exc:
             # Whatever the backend thinks of the address, the answer is the same; only an
-            # unreachable backend is worth saying.
+            # unreachable backend, or too many requests (counted alike for every address), is
+            # worth saying.
+            if exc.status is Status.RESOURCE_EXHAUSTED:
+                return _throttled(page(request, "forgot.html", status=429, tenant=tenant, email=email, sent=False,
+                                       error=TOO_MANY), exc)
             if exc.status in (Status.UNAVAILABLE, Status.DEADLINE_EXCEEDED):
                 message, status = backend_problem(request, exc)
                 return page(request, "forgot.html", status=status, tenant=tenant, email=email, sent=False, error=message)

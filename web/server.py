@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 import uvicorn
 
 from web.app import create_app
+from web.proxies import DEFAULT_TRUSTED_PROXIES
 from web.telemetry import configure_tracing
 
 __all__ = ["ServeError", "bind_socket", "running_console", "serve"]
@@ -51,9 +52,12 @@ def _server(
     grpc_metadata: Mapping[str, str] | None,
     secret: bytes | None = None,
     secure_cookies: bool = False,
+    public_url: str | None = None,
+    trusted_proxies: str = DEFAULT_TRUSTED_PROXIES,
 ) -> uvicorn.Server:
     try:
-        app = create_app(backend_target, grpc_metadata=grpc_metadata, secret=secret, secure_cookies=secure_cookies)
+        app = create_app(backend_target, grpc_metadata=grpc_metadata, secret=secret, secure_cookies=secure_cookies,
+                         public_url=public_url, trusted_proxies=trusted_proxies)
     except (ValueError, RuntimeError) as exc:
         raise ServeError(str(exc)) from None
     config = uvicorn.Config(
@@ -76,13 +80,16 @@ def serve(
     grpc_metadata: Mapping[str, str] | None = None,
     secret: bytes | None = None,
     secure_cookies: bool = False,
+    public_url: str | None = None,
+    trusted_proxies: str = DEFAULT_TRUSTED_PROXIES,
 ) -> None:
     """Serve the console on ``host:port`` until interrupted; raises ``ServeError`` if it cannot start.
 
     ``secret`` signs CSRF tokens (random per process when None); ``secure_cookies``: the console is
-    served over TLS (by a proxy in front of it), so cookies are Secure."""
+    served over TLS (by a proxy in front of it), so cookies are Secure. ``public_url`` and
+    ``trusted_proxies``: see ``web.app.create_app``."""
     configure_tracing()
-    server = _server(backend_target, log_level, grpc_metadata, secret, secure_cookies)
+    server = _server(backend_target, log_level, grpc_metadata, secret, secure_cookies, public_url, trusted_proxies)
     sock = bind_socket(host, port)
     shown = f"[{host}]" if ":" in host else host
     logging.getLogger("uvicorn.error").info("Lumina console on http://%s:%d (backend %s)", shown, port, backend_target)
@@ -103,14 +110,21 @@ async def running_console(
     secret: bytes | None = None,
     secure_cookies: bool = False,
     url_host: str | None = None,
+    trusted_proxies: str = DEFAULT_TRUSTED_PROXIES,
 ) -> AsyncIterator[str]:
     """Run the console in the current event loop; yields its base URL (``http://host:port``, or
-    ``url_host`` in place of ``host``, e.g. ``localhost`` for WebAuthn's relying party id)."""
+    ``url_host`` in place of ``host``, e.g. ``localhost`` for WebAuthn's relying party id), which
+    is also its public URL (OIDC's redirect URI is ``<url>/oidc/callback``)."""
     configure_tracing()
-    server = _server(backend_target, log_level, grpc_metadata, secret, secure_cookies)
-    server.config.timeout_graceful_shutdown = 1
     sock = bind_socket(host, port)
     bound_port = sock.getsockname()[1]
+    url = f"http://{url_host or host}:{bound_port}"
+    try:
+        server = _server(backend_target, log_level, grpc_metadata, secret, secure_cookies, url, trusted_proxies)
+    except BaseException:
+        sock.close()
+        raise
+    server.config.timeout_graceful_shutdown = 1
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
@@ -118,7 +132,7 @@ async def running_console(
                 task.result()
                 raise ServeError("the console stopped while starting")
             await asyncio.sleep(0.02)
-        yield f"http://{url_host or host}:{bound_port}"
+        yield url
     finally:
         server.should_exit = True
         await task

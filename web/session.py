@@ -30,6 +30,7 @@ __all__ = [
     "error_reason",
     "field_errors",
     "is_signed_out",
+    "retry_after",
     "safe_next",
     "set_pending",
     "set_session",
@@ -109,6 +110,15 @@ def error_reason(exc: GRPCError) -> str:
         if reason and type(detail).__name__ == "ErrorInfo":
             return str(reason)
     return ""
+
+
+def retry_after(exc: GRPCError) -> int | None:
+    """Whole seconds from a ``google.rpc.RetryInfo`` detail (rounded up), None without one."""
+    for detail in exc.details or ():
+        delay = getattr(detail, "retry_delay", None)
+        if delay is not None and type(detail).__name__ == "RetryInfo":
+            return max(1, -(-(delay.seconds * 1_000_000_000 + delay.nanos) // 1_000_000_000))
+    return None
 
 
 def field_errors(exc: GRPCError) -> dict[str, str]:

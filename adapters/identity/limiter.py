@@ -1,6 +1,9 @@
 """Brute-force limiter on Redis (``LoginLimiter``). Per key: a failure counter that expires
 ``window`` after the last failure, and a lock whose TTL is the backoff delay for that count (capped).
-A success clears the key. Keys are hashed, so no email address is stored in Redis."""
+A success clears the key. ``hit`` is a fixed-window counter (one Lua call: count, start the window
+on the first use, answer the count and the window's remaining time). Keys are hashed, so no email
+address is stored in Redis; ``namespace`` prefixes them (one per deployment sharing a Redis, one
+per test run)."""
 
 from __future__ import annotations
 
@@ -16,11 +19,24 @@ from domain.identity import BackoffPolicy, TooManyAttempts
 __all__ = ["RedisLoginLimiter"]
 
 
+# KEYS[1] counter; ARGV[1] window in ms -> {count, remaining ms}
+_HIT = """
+local n = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {n, ttl}
+"""
+
+
 class RedisLoginLimiter:
     def __init__(self, redis: Redis, policy: BackoffPolicy | None = None, namespace: str = "lumina:auth") -> None:
         self._redis = redis
         self._policy = policy or BackoffPolicy()
         self._ns = namespace
+        self._hit = redis.register_script(_HIT)
 
     def _key(self, kind: str, key: str) -> str:
         return f"{self._ns}:{kind}:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
@@ -62,3 +78,12 @@ class RedisLoginLimiter:
                 await self._redis.delete(*names)
         except RedisError as exc:
             raise Unavailable("login limiter unavailable") from exc
+
+    async def hit(self, key: str, *, limit: int, window_seconds: float) -> None:
+        window_ms = max(1, int(window_seconds * 1000))
+        try:
+            count, remaining_ms = await self._hit(keys=[self._key("hit", key)], args=[window_ms])
+        except RedisError as exc:
+            raise Unavailable("login limiter unavailable") from exc
+        if int(count) > limit:
+            raise TooManyAttempts(retry_after=max(int(remaining_ms), 1) / 1000)

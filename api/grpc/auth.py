@@ -1,4 +1,5 @@
-"""``AuthService``: sign-up, login, second factors, passkeys, recovery, OIDC and API keys.
+"""``AuthService``: sign-up, login, second factors, passkeys (registration, login, listing,
+removal), recovery, OIDC (and which sign-in options a tenant offers) and API keys.
 
 ``AuthOperations`` holds the calls once, edge-neutral: a request message and the ``Caller`` (its raw
 bearer credential, address and resolved principal) in, a response message out. ``AuthServicer``
@@ -11,6 +12,8 @@ single-factor one enrolling a factor); every other call runs as the principal th
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -20,7 +23,7 @@ from datetime import UTC, datetime
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from api.auth import AUTH_SERVICE, client_of_peer, credential_from, principal_var
+from api.auth import AUTH_SERVICE, TrustedProxies, client_of_peer, client_var, credential_from, principal_var
 from api.errors import Unimplemented
 from application.identity import (
     BeginPasskeyLogin,
@@ -29,11 +32,14 @@ from application.identity import (
     ChangePassword,
     ConfirmTotpEnrolment,
     CreateApiKey,
+    DeletePasskey,
     FinishPasskeyLogin,
     FinishPasskeyRegistration,
     IdentityContext,
     IssuedSession,
     ListApiKeys,
+    ListPasskeys,
+    LoginOptions,
     Logout,
     PasswordLogin,
     RequestPasswordReset,
@@ -48,6 +54,7 @@ from domain.identity import (
     ApiKey,
     Forbidden,
     InvalidCredentials,
+    PasskeyCredential,
     Principal,
     SessionExpired,
 )
@@ -107,6 +114,28 @@ def _key(key: ApiKey) -> pb.ApiKey:
     )
 
 
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _from_b64url(text: str) -> bytes:
+    """A passkey id (base64url, padding optional); NotFound when it cannot be one."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise NotFound("passkey", "") from None
+    if not raw or len(raw) > 1023:  # WebAuthn credential ids are 16..1023 bytes
+        raise NotFound("passkey", "")
+    return raw
+
+
+def _passkey(p: PasskeyCredential) -> pb.Passkey:
+    return pb.Passkey(
+        id=_b64url(p.credential_id), name=p.name, created_at=_ts(p.created_at), last_used_at=_ts(p.last_used_at),
+        transports=list(p.transports),
+    )
+
+
 def _credential_id(credential_json: str) -> str:
     try:
         value = json.loads(credential_json).get("id", "")
@@ -124,12 +153,15 @@ class AuthOperations:
         signup_enabled: bool = True,
         on_revoke: Callable[[str], None] = lambda _key_id: None,
         oidc: OidcLogin | None = None,
+        proxies: TrustedProxies | None = None,
     ) -> None:
         self._ctx = ctx
         self._default_tenant = default_tenant
         self._signup_enabled = signup_enabled
         self._on_revoke = on_revoke
         self._oidc = oidc
+        # who may forward a client's address: the edges serving this AuthService use it too
+        self.proxies = proxies or TrustedProxies()
 
     def _session(self, issued: IssuedSession) -> pb.SessionToken:
         s, policy = issued.session, self._ctx.session_policy
@@ -229,6 +261,14 @@ class AuthOperations:
             issued = await finish(req.ceremony_id, req.credential_json, client=caller.client)
         return pb.FinishPasskeyLoginResponse(session=self._session(issued))
 
+    async def list_passkeys(self, req: pb.ListPasskeysRequest, caller: Caller) -> pb.ListPasskeysResponse:
+        passkeys = await ListPasskeys(self._ctx)(caller.require_principal())
+        return pb.ListPasskeysResponse(passkeys=[_passkey(p) for p in passkeys])
+
+    async def delete_passkey(self, req: pb.DeletePasskeyRequest, caller: Caller) -> pb.DeletePasskeyResponse:
+        await DeletePasskey(self._ctx)(caller.require_session(), _from_b64url(req.id.strip()), client=caller.client)
+        return pb.DeletePasskeyResponse()
+
     # --- recovery ---------------------------------------------------------------------------
 
     async def request_password_reset(
@@ -256,6 +296,10 @@ class AuthOperations:
             req.state, req.code, req.redirect_uri, client=caller.client, current_token=caller.session_token
         )
         return pb.FinishOidcLoginResponse(session=self._session(issued), created=created, linked=linked)
+
+    async def get_login_options(self, req: pb.GetLoginOptionsRequest, caller: Caller) -> pb.GetLoginOptionsResponse:
+        oidc = self._oidc is not None and await LoginOptions(self._ctx)(req.tenant_id or self._default_tenant)
+        return pb.GetLoginOptionsResponse(oidc_enabled=oidc, passkeys_allowed=True, signup_allowed=self._signup_enabled)
 
     # --- API keys ---------------------------------------------------------------------------
 
@@ -293,12 +337,16 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     def __init__(self, operations: AuthOperations) -> None:
         self._ops = operations
 
+    @property
+    def proxies(self) -> TrustedProxies:
+        return self._ops.proxies
+
 
 def _rpc(operation: str) -> Callable[..., Awaitable[object]]:
     async def call(self: AuthServicer, request: object, context: grpc.aio.ServicerContext) -> object:
         caller = Caller(
             credential=credential_from(context.invocation_metadata() or ()),
-            client=client_of_peer(context.peer() or ""),
+            client=client_var.get() or client_of_peer(context.peer() or ""),  # set by the edge interceptor
             principal=principal_var.get(),
         )
         return await getattr(self._ops, operation)(request, caller)

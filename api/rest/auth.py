@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 from litestar import Request, Response, Router, route
 from litestar.enums import HttpMethod
 
-from api.auth import AUTH_HTTP_ROUTES, principal_var
+from api.auth import AUTH_HTTP_ROUTES, client_var, principal_var
 from api.grpc.auth import AuthOperations, Caller, rpc_names
 from domain.errors import InvalidRequest
 from lumina.v1 import auth_pb2 as pb
@@ -54,7 +54,13 @@ def _handler(operations: AuthOperations, rpc: str, method: str, path: str) -> An
             raise InvalidRequest.single("body", str(exc)) from None
         for name, value in request.path_params.items():  # e.g. DELETE /v1/auth/api-keys/{id}
             setattr(message, name, value)
-        client = request.client.host if request.client else ""
+        if method == "GET":  # e.g. GET /v1/auth/login-options?tenant_id=acme
+            for name, value in request.query_params.items():
+                field = message.DESCRIPTOR.fields_by_name.get(name)
+                if field is None or field.type != field.TYPE_STRING or field.is_repeated:
+                    raise InvalidRequest.single(name, "not a query parameter of this call")
+                setattr(message, name, value[:1024])
+        client = client_var.get() or (request.client.host if request.client else "")  # the middleware's
         caller = Caller(credential=_credential(request), client=client, principal=principal_var.get())
         answer = await operation(message, caller)
         payload = json_format.MessageToJson(answer, preserving_proto_field_name=True, indent=None)

@@ -1,7 +1,9 @@
 """The backend's authentication middleware (plain ASGI, ahead of routing): resolves
 ``authorization: Bearer <credential>`` (or ``x-api-key``) through the ``Authenticator`` and sets the
 principal for the request (``api.auth.current_principal()``), except on the public paths
-(``api.auth.is_public_path``: health, metrics, the sign-in routes of /v1/auth).
+(``api.auth.is_public_path``: health, metrics, the sign-in routes of /v1/auth). Every request,
+public or not, gets its caller's address (``api.auth.current_client()``): the connecting peer, or
+the client a trusted proxy forwards in ``x-forwarded-for`` (``api.auth.TrustedProxies``).
 
 A missing or invalid credential is answered here, before any handler runs: 401 with
 ``WWW-Authenticate: Bearer`` and one uniform message. The body is problem+json, except under
@@ -16,7 +18,7 @@ from typing import Any
 import msgspec
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from api.auth import Authenticator, is_public_path, principal_var
+from api.auth import Authenticator, TrustedProxies, client_var, is_public_path, principal_var
 from api.errors import map_error
 from domain.errors import DomainError
 from domain.identity import InvalidCredentials, SessionExpired
@@ -61,17 +63,33 @@ async def _reject(scope: Scope, send: Send, exc: DomainError) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def authentication_middleware(authenticator: Authenticator) -> Callable[[ASGIApp], ASGIApp]:
+def _forwarded(headers: Any) -> list[str]:
+    return [value.decode("latin-1") for name, value in headers if name == b"x-forwarded-for"]
+
+
+def authentication_middleware(
+    authenticator: Authenticator, proxies: TrustedProxies | None = None
+) -> Callable[[ASGIApp], ASGIApp]:
+    trusted = proxies or TrustedProxies()
+
     def factory(app: ASGIApp) -> ASGIApp:
         async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] not in ("http", "websocket") or is_public_path(scope["path"]):
+            if scope["type"] not in ("http", "websocket"):
                 await app(scope, receive, send)
                 return
-            client = scope.get("client")
+            peer = scope.get("client")
+            client_token = client_var.set(trusted.client(peer[0] if peer else "", _forwarded(scope.get("headers", ()))))
             try:
-                principal = await authenticator.authenticate(
-                    _credential(scope.get("headers", ())), client=client[0] if client else ""
-                )
+                await _authenticated(app, scope, receive, send)
+            finally:
+                client_var.reset(client_token)
+
+        async def _authenticated(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+            if is_public_path(scope["path"]):
+                await app(scope, receive, send)
+                return
+            try:
+                principal = await authenticator.authenticate(_credential(scope.get("headers", ())), client=client_var.get())
             except SessionExpired as exc:
                 await _reject(scope, send, InvalidCredentials(exc.reason))
                 return

@@ -3,8 +3,8 @@ construct the use cases from it; each is a callable class (``await PasswordLogin
 
 from application.identity.accounts import ChangePassword, CreateTeam, CreateTenant, RegisterUser, SetRole
 from application.identity.api_keys import AuthenticateApiKey, CreateApiKey, CreatedApiKey, ListApiKeys, RevokeApiKey
-from application.identity.context import IdentityContext, IssuedSession
-from application.identity.login import PasswordLogin, VerifySecondFactor
+from application.identity.context import IdentityContext, IssuedSession, RateLimit
+from application.identity.login import LoginOptions, PasswordLogin, VerifySecondFactor
 from application.identity.oidc import (
     BeginOidcLogin,
     ConfigureOidc,
@@ -19,8 +19,10 @@ from application.identity.passkeys import (
     BeginPasskeyLogin,
     BeginPasskeyRegistration,
     Ceremony,
+    DeletePasskey,
     FinishPasskeyLogin,
     FinishPasskeyRegistration,
+    ListPasskeys,
 )
 from application.identity.recovery import DeliverMail, MailRelayContext, RequestPasswordReset, ResetPassword
 from application.identity.sessions import EndOtherSessions, Logout, ResolveSession
@@ -46,6 +48,7 @@ __all__ = [
     "CreateTeam",
     "CreateTenant",
     "CreatedApiKey",
+    "DeletePasskey",
     "DeliverMail",
     "EndOtherSessions",
     "FinishOidcLogin",
@@ -54,6 +57,8 @@ __all__ = [
     "IdentityContext",
     "IssuedSession",
     "ListApiKeys",
+    "ListPasskeys",
+    "LoginOptions",
     "Logout",
     "MailRelayContext",
     "OidcClaims",
@@ -61,6 +66,7 @@ __all__ = [
     "OidcMetadata",
     "OidcTokens",
     "PasswordLogin",
+    "RateLimit",
     "RegenerateRecoveryCodes",
     "RegisterUser",
     "RemoveOidc",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 from application.identity.context import IdentityContext, IssuedSession, audit, issue_session
 from application.identity.sessions import load_session
@@ -16,17 +17,43 @@ from domain.identity import (
     Tenant,
     TenantPolicy,
     User,
+    WeakPassword,
     normalize_email,
     validate_tenant_id,
 )
 
-__all__ = ["ChangePassword", "CreateTeam", "CreateTenant", "RegisterUser", "SetRole", "check_new_password"]
+__all__ = [
+    "CONTEXT_WORDS",
+    "ChangePassword",
+    "CreateTeam",
+    "CreateTenant",
+    "RegisterUser",
+    "SetRole",
+    "check_new_password",
+]
+
+# Context-specific words (ASVS V6.1.2, V6.2.11): words an attacker tries first, so a password built
+# of them is no stronger than what is left without them. The product's own name, and, per call, the
+# user's email (and its parts), display name, organisation and tenant id; parts of 4+ characters.
+CONTEXT_WORDS = ("lumina",)
+_WORD_PARTS = re.compile(r"[^\w]+")
 
 
 def check_new_password(ctx: IdentityContext, password: str, user_inputs: list[str]) -> None:
-    """Length first (cheap, and keeps huge inputs away from the estimator), then strength."""
-    ctx.password_policy.check_length(password)
-    ctx.password_policy.check_strength(ctx.strength.estimate(password, user_inputs))
+    """Length first (cheap, and keeps huge inputs away from the estimator), then strength, then
+    strength once the context words (``CONTEXT_WORDS`` + ``user_inputs``) are taken out."""
+    policy = ctx.password_policy
+    policy.check_length(password)
+    words = [*CONTEXT_WORDS, *user_inputs]
+    policy.check_strength(ctx.strength.estimate(password, words))
+    rest = password
+    parts = {p.lower() for w in words for p in _WORD_PARTS.split(w) if len(p) >= 4}
+    for part in sorted(parts, key=len, reverse=True):
+        rest = re.sub(re.escape(part), "", rest, flags=re.IGNORECASE)
+    if rest != password:
+        report = ctx.strength.estimate(rest, words)
+        if len(rest) < policy.min_length or report.common or report.score < policy.min_score:
+            raise WeakPassword("built on a name, an email address or the organisation: add words of your own")
 
 
 class CreateTenant:
@@ -63,7 +90,7 @@ class RegisterUser:
         email = normalize_email(email)
         password_hash = None
         if password is not None:
-            check_new_password(ctx, password, [email, display_name, email.split("@")[0]])
+            check_new_password(ctx, password, [email, display_name, email.split("@")[0], tenant_id])
             password_hash = await asyncio.to_thread(ctx.hasher.hash, password)
         user = User(
             id=ctx.ids.new_id(),
@@ -134,7 +161,7 @@ class ChangePassword:
                 audit(ctx, uow, user.tenant_id, "password", "failed", user_id=user.id, reason="change: wrong current", client=client)
                 await uow.commit()
                 raise InvalidCredentials("wrong current password")
-            check_new_password(ctx, new, [user.email, user.display_name, user.email.split("@")[0]])
+            check_new_password(ctx, new, [user.email, user.display_name, user.email.split("@")[0], user.tenant_id])
             await uow.users.set_password_hash(user.tenant_id, user.id, await asyncio.to_thread(ctx.hasher.hash, new))
             await uow.sessions.delete_for_user(user.tenant_id, user.id)
             issued = await issue_session(ctx, uow, user, assurance_level=session.assurance_level)

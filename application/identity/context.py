@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 import msgspec
@@ -21,7 +22,14 @@ from domain.events import AuthenticationAudited
 from domain.identity import PasswordPolicy, Role, Session, SessionPolicy, User
 from domain.ports import Clock, IdGenerator
 
-__all__ = ["IdentityContext", "IssuedSession", "audit", "issue_session", "role_of"]
+__all__ = ["IdentityContext", "IssuedSession", "RateLimit", "audit", "client_key", "issue_session", "role_of"]
+
+
+class RateLimit(msgspec.Struct, frozen=True):
+    """At most ``limit`` uses per fixed window of ``window_seconds``."""
+
+    limit: int
+    window_seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +49,10 @@ class IdentityContext:
     reset_url: str = "http://127.0.0.1:8080/recover?token="
     reset_ttl_seconds: int = 900
     recovery_code_count: int = 10
+    # abuse limits of the public calls that cost a password hash or a mail (ASVS V2.4.1, V6.3.1)
+    signup_limit: RateLimit = RateLimit(20, 3600)  # sign-ups per client address
+    reset_limit: RateLimit = RateLimit(20, 3600)  # reset requests per client address
+    reset_account_limit: RateLimit = RateLimit(5, 900)  # reset mails per (tenant, email), known or not
 
 
 class IssuedSession(msgspec.Struct, frozen=True):
@@ -77,6 +89,17 @@ def audit(
             client_address=client,
         )
     )
+
+
+def client_key(client: str) -> str:
+    """The limiter's name for a client address: IPv6 addresses by their /64 (one subscriber gets a
+    whole /64, so counting single addresses there counts nothing); anything else as it is."""
+    if ":" not in client:
+        return client
+    try:
+        return str(ipaddress.ip_network(f"{client}/64", strict=False))
+    except ValueError:
+        return client
 
 
 async def issue_session(

@@ -5,19 +5,27 @@ from __future__ import annotations
 
 import asyncio
 
-from application.identity.context import IdentityContext, IssuedSession, audit, issue_session
+from application.identity.context import IdentityContext, IssuedSession, audit, client_key, issue_session
 from application.identity.ports import IdentityUnitOfWork
 from application.identity.sessions import load_session
+from application.identity.totp import normalize_recovery_code
 from domain.errors import InvalidRequest
-from domain.identity import InvalidCredentials, TooManyAttempts, User, normalize_email, validate_tenant_id
+from domain.identity import (
+    InvalidCredentials,
+    RecoveryCode,
+    TooManyAttempts,
+    User,
+    normalize_email,
+    validate_tenant_id,
+)
 
-__all__ = ["PasswordLogin", "VerifySecondFactor", "has_second_factor", "limiter_keys"]
+__all__ = ["LoginOptions", "PasswordLogin", "VerifySecondFactor", "has_second_factor", "limiter_keys"]
 
 
 def limiter_keys(tenant_id: str, account: str, client: str) -> list[str]:
     keys = [f"acct:{tenant_id}:{account}"]
     if client:
-        keys.append(f"ip:{client}")
+        keys.append(f"ip:{client_key(client)}")
     return keys
 
 
@@ -140,13 +148,39 @@ class VerifySecondFactor:
 
 
 async def _use_recovery_code(ctx: IdentityContext, uow: IdentityUnitOfWork, user: User, code: str) -> tuple[bool, str]:
-    digest = ctx.secrets.digest(code.lower().replace("-", ""))
-    match = None
-    for candidate in await uow.recovery_codes.unused(user.id):  # compare with every one: constant time
-        if ctx.secrets.equal(candidate.code_hash, digest):
-            match = candidate
+    normalized = normalize_recovery_code(code)
+    candidates = await uow.recovery_codes.unused(user.id)
+
+    def find() -> RecoveryCode | None:
+        match = None
+        for candidate in candidates:  # check every one: the time says nothing about which matched
+            if candidate.code_hash.startswith("$argon2"):
+                ok = ctx.hasher.verify(candidate.code_hash, normalized)
+            else:  # a SHA-256 digest stored before codes were argon2-hashed
+                ok = ctx.secrets.equal(candidate.code_hash, ctx.secrets.digest(normalized))
+            if ok:
+                match = candidate
+        return match
+
+    match = await asyncio.to_thread(find)
     if match is None:
         return False, "wrong recovery code"
     if not await uow.recovery_codes.use(match.id, ctx.clock.now()):
         return False, "recovery code already used"
     return True, ""
+
+
+class LoginOptions:
+    """What a tenant's sign-in page may offer: ``tenant_id -> oidc_enabled``. An unknown or
+    malformed tenant answers like a tenant without an identity provider (False)."""
+
+    def __init__(self, ctx: IdentityContext) -> None:
+        self._ctx = ctx
+
+    async def __call__(self, tenant_id: str) -> bool:
+        try:
+            tenant_id = validate_tenant_id(tenant_id)
+        except InvalidRequest:
+            return False
+        async with self._ctx.uow() as uow:
+            return await uow.oidc_providers.get(tenant_id) is not None

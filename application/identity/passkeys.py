@@ -1,18 +1,22 @@
-"""WebAuthn passkeys: registration, passwordless login and second factor. Challenges live
-server-side, expire, and are taken (deleted) on first use."""
+"""WebAuthn passkeys: registration, passwordless login and second factor, listing and removal.
+Challenges live server-side, expire, and are taken (deleted) on first use."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import msgspec
 
 from application.identity.context import IdentityContext, IssuedSession, audit, issue_session
 from application.identity.sessions import load_session
+from domain.errors import NotFound
 from domain.identity import (
     CeremonyPurpose,
+    Forbidden,
     InvalidCredentials,
     PasskeyCredential,
+    Principal,
     StepUpRequired,
     WebAuthnChallenge,
 )
@@ -21,8 +25,10 @@ __all__ = [
     "BeginPasskeyLogin",
     "BeginPasskeyRegistration",
     "Ceremony",
+    "DeletePasskey",
     "FinishPasskeyLogin",
     "FinishPasskeyRegistration",
+    "ListPasskeys",
 ]
 
 CHALLENGE_TTL = timedelta(minutes=5)
@@ -196,3 +202,51 @@ class FinishPasskeyLogin:
             await uow.commit()
         return issued
 
+
+
+class ListPasskeys:
+    """The principal's own passkeys (oldest first): names, creation and last use; never the keys."""
+
+    def __init__(self, ctx: IdentityContext) -> None:
+        self._ctx = ctx
+
+    async def __call__(self, principal: Principal) -> Sequence[PasskeyCredential]:
+        async with self._ctx.uow() as uow:
+            return await uow.passkeys.list_for_user(principal.tenant_id, principal.user_id)
+
+
+class DeletePasskey:
+    """Remove one of the session's user's passkeys (a lost or retired device). A factor change: it
+    needs a recent second factor (step-up), ends the user's other sessions, and is audited. When
+    the tenant requires MFA, the user's last second factor (passkey or TOTP) stays: ``Forbidden``.
+    (Two concurrent removals of a user's last two factors can both pass that check; the tenant's
+    MFA requirement still holds at the next sign-in, which then asks for a new factor.)"""
+
+    def __init__(self, ctx: IdentityContext) -> None:
+        self._ctx = ctx
+
+    async def __call__(self, token: str, credential_id: bytes, *, client: str = "") -> None:
+        ctx = self._ctx
+        async with ctx.uow() as uow:
+            session = await load_session(ctx, uow, token)
+            if not session.recent_second_factor(ctx.clock.now(), ctx.session_policy):
+                raise StepUpRequired()
+            tenant_id, user_id = session.tenant_id, session.user_id
+            passkeys = await uow.passkeys.list_for_user(tenant_id, user_id)
+            target = next((p for p in passkeys if p.credential_id == credential_id), None)
+            if target is None:
+                raise NotFound("passkey", "")
+            tenant = await uow.tenants.get(tenant_id)
+            totp = await uow.totp.get(tenant_id, user_id)
+            remaining = len(passkeys) - 1 + (1 if totp is not None and totp.confirmed else 0)
+            if remaining == 0 and tenant is not None and tenant.policy.require_mfa:
+                audit(ctx, uow, tenant_id, "passkey", "failed", user_id=user_id,
+                      reason="removal refused: the last second factor of an MFA tenant", client=client)
+                await uow.commit()
+                raise Forbidden("remove your last second factor (your organisation requires one)")
+            if not await uow.passkeys.delete(tenant_id, user_id, credential_id):
+                raise NotFound("passkey", "")
+            ended = await uow.sessions.delete_for_user(tenant_id, user_id, except_id=session.id)
+            audit(ctx, uow, tenant_id, "passkey", "removed", user_id=user_id,
+                  reason=f"{target.name!r}; {ended} other session(s) ended", client=client)
+            await uow.commit()

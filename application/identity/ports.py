@@ -355,7 +355,9 @@ class WebAuthnRelyingParty(Protocol):
 
 
 class LoginLimiter(Protocol):
-    """Brute-force limiter over keys such as ``acct:<tenant>:<email>`` and ``ip:<address>``."""
+    """Brute-force limiter over keys such as ``acct:<tenant>:<email>`` and ``ip:<address>`` (failures
+    back off exponentially), and a fixed-window counter for actions open to anyone (sign-up, reset
+    requests) per address or account."""
 
     async def check(self, keys: Sequence[str]) -> None:
         """Raise ``TooManyAttempts`` when any key is in its backoff period."""
@@ -364,6 +366,11 @@ class LoginLimiter(Protocol):
     async def failed(self, keys: Sequence[str]) -> None: ...
 
     async def succeeded(self, keys: Sequence[str]) -> None: ...
+
+    async def hit(self, key: str, *, limit: int, window_seconds: float) -> None:
+        """Count one use of ``key``; past ``limit`` uses in the current window (which starts at the
+        first use and lasts ``window_seconds``) raise ``TooManyAttempts`` until it ends."""
+        ...
 
 
 class Kms(Protocol):

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Protocol
 
 from application.identity.accounts import check_new_password
-from application.identity.context import IdentityContext, audit
+from application.identity.context import IdentityContext, RateLimit, audit, client_key
 from application.identity.ports import (
     IdentityUnitOfWorkFactory,
     MailMessage,
@@ -20,6 +20,7 @@ from domain.errors import InvalidRequest
 from domain.identity import (
     InvalidCredentials,
     PasswordResetToken,
+    TooManyAttempts,
     normalize_email,
     validate_tenant_id,
 )
@@ -30,7 +31,11 @@ __all__ = ["DeliverMail", "MailRelayContext", "RequestPasswordReset", "ResetPass
 
 class RequestPasswordReset:
     """Always answers the same way (nothing tells whether the account exists). When it does, a
-    reset link is queued for mail in the same transaction as the token's hash."""
+    reset link is queued for mail in the same transaction as the token's hash.
+
+    Requests are limited per client address (``reset_limit``) and per (tenant, email) asked for
+    (``reset_account_limit``, counted whether or not the account exists, so the 429 says nothing
+    about it either): no mail flood through Lumina, to one victim or many."""
 
     def __init__(self, ctx: IdentityContext) -> None:
         self._ctx = ctx
@@ -38,10 +43,15 @@ class RequestPasswordReset:
     async def __call__(self, tenant_id: str, email: str, *, client: str = "") -> None:
         ctx = self._ctx
         try:
-            tenant_id = validate_tenant_id(tenant_id)
-            email = normalize_email(email)
+            tenant_id, email = validate_tenant_id(tenant_id), normalize_email(email)
+            valid = True
         except InvalidRequest:
+            valid = False
+        if client:  # malformed requests count too
+            await self._hit(f"reset:{client_key(client)}", ctx.reset_limit, tenant_id if valid else "", client)
+        if not valid:
             return
+        await self._hit(f"reset-acct:{tenant_id}:{email}", ctx.reset_account_limit, tenant_id, client)
         async with ctx.uow() as uow:
             user = await uow.users.by_email(tenant_id, email)
             if user is None or user.disabled:
@@ -70,6 +80,16 @@ class RequestPasswordReset:
             audit(ctx, uow, tenant_id, "password_reset", "requested", user_id=user.id, client=client)
             await uow.commit()
 
+    async def _hit(self, key: str, limit: RateLimit, tenant_id: str, client: str) -> None:
+        ctx = self._ctx
+        try:
+            await ctx.limiter.hit(key, limit=limit.limit, window_seconds=limit.window_seconds)
+        except TooManyAttempts:
+            async with ctx.uow() as uow:
+                audit(ctx, uow, tenant_id, "password_reset", "locked_out", reason=key.split(":", 1)[0], client=client)
+                await uow.commit()
+            raise
+
 
 class ResetPassword:
     """Token + new password. The token is consumed atomically (single use) and must be unexpired.
@@ -88,7 +108,7 @@ class ResetPassword:
                 await uow.commit()
                 raise InvalidCredentials("unknown, used or expired token")
             # A weak password fails before anything is committed: the token stays usable.
-            check_new_password(ctx, new_password, [user.email, user.display_name, user.email.split("@")[0]])
+            check_new_password(ctx, new_password, [user.email, user.display_name, user.email.split("@")[0], user.tenant_id])
             await uow.users.set_password_hash(user.tenant_id, user.id, await asyncio.to_thread(ctx.hasher.hash, new_password))
             await uow.sessions.delete_for_user(user.tenant_id, user.id)
             if not user.email_verified:

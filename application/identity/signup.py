@@ -2,7 +2,12 @@
 
 The tenant id is derived from the organisation's name (``Acme Labs`` -> ``acme-labs``) and made
 unique with a short random suffix when taken; an explicit ``tenant_id`` must be free. Tenant, user,
-owner membership, session and audit event commit in one transaction."""
+owner membership, session and audit event commit in one transaction.
+
+Every attempt counts against the client address's sign-up limit (``IdentityContext.signup_limit``,
+a fixed window in Redis), valid or not: each one costs a password hash, and a flood of them
+would fill the database with organisations. Past it the answer is ``TooManyAttempts`` (429 with
+Retry-After) whatever was sent."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from application.identity.context import (
     IdentityContext,
     IssuedSession,
     audit,
+    client_key,
     issue_session,
 )
 from domain.errors import InvalidRequest
@@ -24,6 +30,7 @@ from domain.identity import (
     Membership,
     Role,
     Tenant,
+    TooManyAttempts,
     User,
     normalize_email,
     validate_tenant_id,
@@ -57,6 +64,15 @@ class SignUp:
         self, email: str, password: str, display_name: str, organisation: str, *, tenant_id: str = "", client: str = ""
     ) -> SignedUp:
         ctx = self._ctx
+        if client:
+            try:
+                await ctx.limiter.hit(f"signup:{client_key(client)}", limit=ctx.signup_limit.limit,
+                                      window_seconds=ctx.signup_limit.window_seconds)
+            except TooManyAttempts:
+                async with ctx.uow() as uow:
+                    audit(ctx, uow, "", "signup", "locked_out", reason="sign-up limit of the address", client=client)
+                    await uow.commit()
+                raise
         email = normalize_email(email)
         organisation = organisation.strip()[:100]
         if not organisation and not tenant_id:

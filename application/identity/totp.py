@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 
 from application.identity.context import IdentityContext, IssuedSession, audit, issue_session
@@ -9,7 +11,14 @@ from application.identity.ports import IdentityUnitOfWork
 from application.identity.sessions import load_session
 from domain.identity import InvalidCredentials, RecoveryCode, StepUpRequired, TotpCredential
 
-__all__ = ["BeginTotpEnrolment", "ConfirmTotpEnrolment", "RegenerateRecoveryCodes", "TotpEnrolment", "TotpEnrolled"]
+__all__ = [
+    "BeginTotpEnrolment",
+    "ConfirmTotpEnrolment",
+    "RegenerateRecoveryCodes",
+    "TotpEnrolled",
+    "TotpEnrolment",
+    "normalize_recovery_code",
+]
 
 
 class TotpEnrolment(msgspec.Struct, frozen=True):
@@ -23,14 +32,17 @@ class TotpEnrolled(msgspec.Struct, frozen=True):
     recovery_codes: tuple[str, ...]  # shown once
 
 
+def normalize_recovery_code(code: str) -> str:
+    return code.strip().lower().replace("-", "").replace(" ", "")
+
+
 async def new_recovery_codes(ctx: IdentityContext, uow: IdentityUnitOfWork, user_id: str) -> tuple[str, ...]:
+    """Fresh recovery codes (50 random bits each), stored as salted argon2id hashes: under 112 bits
+    of entropy a lookup secret needs a password hash, not a plain digest (ASVS V6.5.2)."""
     codes = tuple(ctx.secrets.short_code() for _ in range(ctx.recovery_code_count))
+    hashes = await asyncio.to_thread(lambda: [ctx.hasher.hash(normalize_recovery_code(c)) for c in codes])
     await uow.recovery_codes.replace(
-        user_id,
-        [
-            RecoveryCode(id=ctx.ids.new_id(), user_id=user_id, code_hash=ctx.secrets.digest(c.lower().replace("-", "")))
-            for c in codes
-        ],
+        user_id, [RecoveryCode(id=ctx.ids.new_id(), user_id=user_id, code_hash=h) for h in hashes]
     )
     return codes
 

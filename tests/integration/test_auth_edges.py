@@ -98,6 +98,7 @@ async def platform(services: TestServices, redis_url: str, sim_port: int, tmp_pa
     settings = load_settings(
         {}, database_url=database_url, redis_url=redis_url, tenant_id=tenant, bootstrap_api_key=key,
         sim_port=sim_port, data_dir=str(tmp_path_factory.mktemp("auth-edges")),
+        redis_namespace=f"test-{uuid.uuid4().hex[:12]}",  # its own limiter counters: runs never lock each other out
     )
     lines = await first_start(settings, database_url)
     assert "LUMINA_BOOTSTRAP_API_KEY is its API key" in lines[0] and key not in "".join(lines)
@@ -128,9 +129,13 @@ async def grpc_complete(platform: Platform, credential: str | None) -> pb.Comple
         )
 
 
-async def auth_call(platform: Platform, rpc: str, request: Any, credential: str | None = None) -> Any:
+async def auth_call(
+    platform: Platform, rpc: str, request: Any, credential: str | None = None, metadata: tuple[tuple[str, str], ...] = ()
+) -> Any:
     async with grpc.aio.insecure_channel(platform.grpc) as channel:
-        return await getattr(auth_pb2_grpc.AuthServiceStub(channel), rpc)(request, metadata=meta(credential), timeout=20)
+        return await getattr(auth_pb2_grpc.AuthServiceStub(channel), rpc)(
+            request, metadata=meta(credential) + metadata, timeout=20
+        )
 
 
 async def test_missing_invalid_revoked_and_expired_credentials_get_one_uniform_401_and_an_audit_event(
@@ -391,3 +396,123 @@ async def test_lumina_keys_create_prints_a_working_key_once(platform: Platform) 
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
     )
     assert missing.returncode == 1 and missing.stderr.strip().startswith("lumina: user") and missing.stdout == ""
+
+
+# --- client addresses, abuse limits, passkeys, login options ----------------------------------
+
+
+def xff(address: str, credential: str | None = None) -> dict[str, str]:
+    """Headers of a request forwarded by a trusted proxy (this test runs on loopback, trusted by default)."""
+    return {**hdrs(credential), "x-forwarded-for": address}
+
+
+def doc_address() -> str:
+    """An address of this run's own (TEST-NET-2): limiter counters never carry over between runs."""
+    return f"198.51.100.{secrets.randbelow(250) + 1}"
+
+
+def retry_delay(error: grpc.aio.AioRpcError) -> float:
+    from google.rpc import error_details_pb2, status_pb2
+
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            for detail in status_pb2.Status.FromString(value).details:
+                if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                    info = error_details_pb2.RetryInfo()
+                    detail.Unpack(info)
+                    return info.retry_delay.ToTimedelta().total_seconds()
+    raise AssertionError("no RetryInfo")
+
+
+async def test_a_trusted_proxy_names_the_client_for_limits_and_audits(platform: Platform) -> None:
+    a, b = "198.51.100.61", "198.51.100.62"
+    email = f"cy-{uuid.uuid4().hex[:6]}@example.com"
+    async with httpx.AsyncClient(base_url=platform.http) as http:
+        up = await http.post("/v1/auth/signup", json={"email": email, "password": PASSWORD, "organisation": "Cy"},
+                             headers=xff(doc_address()))
+        tenant = up.json()["tenant_id"]
+        mark = await platform.outbox_mark()
+        # A guesses at accounts that do not exist: only A's address collects failures
+        for i in range(6):
+            bad = await http.post("/v1/auth/login", json={"tenant_id": tenant, "email": f"guess{i}@example.com",
+                                                          "password": "wrong-password-1"}, headers=xff(a))
+            assert bad.status_code == 401
+        locked = await http.post("/v1/auth/login", json={"tenant_id": tenant, "email": email, "password": PASSWORD},
+                                 headers=xff(a))
+        assert locked.status_code == 429 and int(locked.headers["retry-after"]) >= 1
+        ok = await http.post("/v1/auth/login", json={"tenant_id": tenant, "email": email, "password": PASSWORD},
+                             headers=xff(b))
+        assert ok.status_code == 200, ok.text  # B is not A
+    with pytest.raises(grpc.aio.AioRpcError) as info:  # the same address over gRPC metadata is locked too
+        await auth_call(platform, "Login", apb.LoginRequest(tenant_id=tenant, email=email, password=PASSWORD),
+                        metadata=(("x-forwarded-for", a),))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_delay(info.value) > 0
+    audits = [e for e in await platform.audits_since(mark) if e.method == "password"]
+    assert {e.client_address for e in audits if e.outcome == "failed"} == {a}
+    assert [e.client_address for e in audits if e.outcome == "succeeded"] == [b]
+    assert {e.client_address for e in audits if e.outcome == "locked_out"} == {a}
+
+
+async def test_sign_up_and_reset_requests_are_limited_per_client_address(platform: Platform) -> None:
+    a, b = doc_address(), doc_address()
+    while b == a:
+        b = doc_address()
+    limit = platform.backend.identity.ctx.signup_limit.limit
+    bad_signup = {"email": "not an email", "password": PASSWORD, "organisation": "Flood"}
+    async with httpx.AsyncClient(base_url=platform.http) as http:
+        for _ in range(limit):  # cheap refusals count as much as sign-ups: each costs the server a check
+            assert (await http.post("/v1/auth/signup", json=bad_signup, headers=xff(a))).status_code == 422
+        refused = await http.post("/v1/auth/signup", json=bad_signup, headers=xff(a))
+        assert refused.status_code == 429 and refused.headers["content-type"].startswith("application/problem+json")
+        assert 3000 <= int(refused.headers["retry-after"]) <= 3600 and refused.json()["detail"] == "too many attempts; try again later"
+        assert (await http.post("/v1/auth/signup", json=bad_signup, headers=xff(b))).status_code == 422
+        reset_limit = platform.backend.identity.ctx.reset_limit.limit
+        for i in range(reset_limit):
+            answer = await http.post("/v1/auth/password-reset/request",
+                                     json={"tenant_id": platform.tenant, "email": f"r{i}-{a}@example.com"}, headers=xff(b))
+            assert answer.status_code == 200
+        refused = await http.post("/v1/auth/password-reset/request",
+                                  json={"tenant_id": platform.tenant, "email": "admin@localhost"}, headers=xff(b))
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await auth_call(platform, "SignUp", apb.SignUpRequest(email="x@example.com", password=PASSWORD, organisation="F"),
+                        metadata=(("x-forwarded-for", a),))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_delay(info.value) > 3000
+
+
+async def test_passkeys_are_listed_and_removed_and_login_options_answer_over_rest_and_grpc(platform: Platform) -> None:
+    from tests.unit.identity.soft_authenticator import SoftAuthenticator, b64url
+
+    device = SoftAuthenticator(platform.settings.rp_id, platform.settings.rp_origins[0])
+    email = f"pk-{uuid.uuid4().hex[:6]}@example.com"
+    async with httpx.AsyncClient(base_url=platform.http) as http:
+        up = (await http.post("/v1/auth/signup", json={"email": email, "password": PASSWORD, "organisation": "Keys"},
+                              headers=xff(doc_address()))).json()
+        token, tenant = up["session"]["token"], up["tenant_id"]
+        begun = (await http.post("/v1/auth/passkeys/register/begin", headers=hdrs(token))).json()
+        response, credential = device.create(begun["options_json"])
+        done = await http.post("/v1/auth/passkeys/register/finish", headers=hdrs(token), json={
+            "ceremony_id": begun["ceremony_id"], "credential_json": response, "name": "yubikey"})
+        assert done.status_code == 200, done.text
+        token = done.json()["session"]["token"]
+        listed = (await http.get("/v1/auth/passkeys", headers=hdrs(token))).json()["passkeys"]
+        assert [(p["id"], p["name"], p["transports"]) for p in listed] == [(b64url(credential.credential_id), "yubikey", ["internal"])]
+        assert listed[0]["created_at"].endswith("Z") and "last_used_at" not in listed[0] and "public_key" not in listed[0]
+        key = (await http.post("/v1/auth/api-keys", json={"name": "k"}, headers=hdrs(token))).json()["raw_key"]
+        assert (await http.get("/v1/auth/passkeys", headers=hdrs(key))).json()["passkeys"][0]["name"] == "yubikey"
+        # removing a factor takes a session with a recent second factor: an API key never is one
+        assert (await http.delete(f"/v1/auth/passkeys/{listed[0]['id']}", headers=hdrs(key))).status_code == 401
+        assert (await http.delete("/v1/auth/passkeys/AAAA", headers=hdrs(token))).status_code == 404
+        assert (await http.delete("/v1/auth/passkeys/%25%25", headers=hdrs(token))).status_code == 404
+        options = (await http.get("/v1/auth/login-options", params={"tenant_id": tenant})).json()
+        assert options == {"passkeys_allowed": True, "signup_allowed": True}  # no identity provider: oidc_enabled false
+        assert (await http.get("/v1/auth/login-options", params={"nope": "x"})).status_code == 422
+    via_grpc = await auth_call(platform, "ListPasskeys", apb.ListPasskeysRequest(), token)
+    assert [p.name for p in via_grpc.passkeys] == ["yubikey"] and via_grpc.passkeys[0].HasField("created_at")
+    options = await auth_call(platform, "GetLoginOptions", apb.GetLoginOptionsRequest(tenant_id="no-such-tenant"))
+    assert (options.oidc_enabled, options.passkeys_allowed, options.signup_allowed) == (False, True, True)
+    await auth_call(platform, "DeletePasskey", apb.DeletePasskeyRequest(id=via_grpc.passkeys[0].id), token)
+    assert list((await auth_call(platform, "ListPasskeys", apb.ListPasskeysRequest(), token)).passkeys) == []
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await auth_call(platform, "DeletePasskey", apb.DeletePasskeyRequest(id=via_grpc.passkeys[0].id), token)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND

@@ -4,11 +4,15 @@ provider simulator, and the console in front of it on ``http://localhost:<port>`
 relying party id is ``localhost``; an IP address cannot be one).
 
 ``ConsoleClient`` acts like a browser without one: it keeps cookies and takes the CSRF token from
-the pages it gets, as a browser's forms do.
+the pages it gets, as a browser's forms do. Each one connects from an address of its own on the
+loopback network (127.x.y.z): the console names that address to the backend, whose per-address
+limits (failed logins, sign-ups, reset requests) then count each "browser" apart, as they would
+count real browsers. The backend's Redis keys live under a namespace of the module's own.
 """
 
 from __future__ import annotations
 
+import random
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -45,6 +49,7 @@ class Stack:
     grpc_target: str
     engine: AsyncEngine
     redis: Redis
+    redis_namespace: str
 
     async def mail_to(self, email: str) -> str:
         """The newest mail body queued for ``email`` (the worker that would send it does not run)."""
@@ -58,7 +63,7 @@ class Stack:
     async def forget_failures_from_loopback(self) -> None:
         """Every request reaches the backend from the console's address: clear that address's
         failure counter so one test's deliberate failures never lock out the next test."""
-        await RedisLoginLimiter(self.redis).succeeded(["ip:127.0.0.1", "ip:::1"])
+        await RedisLoginLimiter(self.redis, namespace=f"{self.redis_namespace}:auth").succeeded(["ip:127.0.0.1", "ip:::1"])
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +77,11 @@ async def stack(
     database_url: str, redis_url: str, sim_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
     web_port = free_port()
+    namespace = f"test-{uuid.uuid4().hex[:12]}"
     settings = load_settings(
         {}, database_url=database_url, redis_url=redis_url, host="127.0.0.1", web_port=web_port,
         public_url=f"http://localhost:{web_port}", data_dir=str(tmp_path_factory.mktemp("web-identity")),
+        redis_namespace=namespace,
     )
     start_mappers()  # registry entities must be built after the ORM maps them (build_backend would, later)
     seed = (
@@ -90,7 +97,8 @@ async def stack(
     target = f"127.0.0.1:{backend.grpc_port}"
     try:
         async with running_console(target, port=web_port, url_host="localhost") as url:
-            yield Stack(backend=backend, console_url=url, grpc_target=target, engine=engine, redis=redis)
+            yield Stack(backend=backend, console_url=url, grpc_target=target, engine=engine, redis=redis,
+                        redis_namespace=namespace)
     finally:
         await redis.aclose()
         await engine.dispose()
@@ -120,9 +128,17 @@ class Account:
     password: str = PASSWORD
 
 
+def browser_address() -> str:
+    """A loopback address of a browser's own (127.0.0.0/8 all reaches the console on 127.0.0.1)."""
+    return f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+
+
 class ConsoleClient:
-    def __init__(self, base_url: str) -> None:
-        self.http = httpx.AsyncClient(base_url=base_url, follow_redirects=False, timeout=30)
+    def __init__(self, base_url: str, address: str | None = None) -> None:
+        self.address = address or browser_address()
+        # IPv4 only: "localhost" must not be tried over ::1 from an IPv4 source address
+        transport = httpx.AsyncHTTPTransport(local_address=self.address)
+        self.http = httpx.AsyncClient(base_url=base_url, follow_redirects=False, timeout=30, transport=transport)
 
     async def __aenter__(self) -> Self:
         return self

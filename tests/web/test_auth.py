@@ -420,3 +420,36 @@ async def test_api_keys_are_shown_once_listed_and_revoked(stack: Stack) -> None:
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
         nameless = await client.http.post("/keys", data={"name": "", "expires": "30"}, headers=htmx)
         assert nameless.status_code == 400 and "Give the key a name." in nameless.text
+
+
+# --- password fields and sign-out (ASVS V6.2.6, V6.2.7, V7.4.4) --------------------------------
+
+_PASSWORD_INPUT = re.compile(r'<input[^>]*\bname="(?:current_password|new_password|password|confirm)"[^>]*>')
+
+
+async def test_password_fields_are_masked_and_open_to_password_managers(stack: Stack) -> None:
+    from web.app import STATIC
+
+    async with ConsoleClient(stack.console_url) as client:
+        pages = {path: (await client.http.get(path)).text for path in ("/login", "/signup", "/recover?token=t")}
+        await client.sign_up("pm")
+        pages["/account"] = (await client.http.get("/account")).text
+    for path, html in pages.items():
+        fields = _PASSWORD_INPUT.findall(html)
+        assert fields, path
+        for field in fields:
+            assert 'type="password"' in field, (path, field)
+            assert re.search(r'autocomplete="(current|new)-password"', field), (path, field)  # managers fill and save
+            assert int(re.search(r'maxlength="(\d+)"', field).group(1)) >= 64, (path, field)  # type: ignore[union-attr]
+        assert "onpaste" not in html and 'autocomplete="off"' not in html, path
+    scripts = "".join((STATIC / name).read_text() for name in ("auth.js", "console.js"))
+    assert "paste" not in scripts  # nothing listens to (or blocks) pasting
+
+
+async def test_every_signed_in_page_offers_sign_out(stack: Stack) -> None:
+    async with ConsoleClient(stack.console_url) as client:
+        await client.sign_up("so")
+        for path in ("/chat", "/account", "/keys"):
+            html = (await client.http.get(path)).text
+            assert '<form class="signout" method="post" action="/logout">' in html, path
+            assert 'id="sign-out"' in html and ">Sign out</button>" in html, path

@@ -152,3 +152,35 @@ async def test_totp_enrolment_and_login_through_the_browser(stack: Stack, tab: T
     await page.wait_for_url("**/chat")
     assert await page.locator("#prompt").is_visible()
     assert tab.csp_violations == []
+
+
+async def test_the_account_page_lists_a_passkey_and_removes_it(stack: Stack, tab: Tab) -> None:
+    page = tab.page
+    organisation, email = new_identity()
+    await sign_up(page, stack.console_url, organisation=organisation, email=email, password=PASSWORD)
+    await page.locator("#passkey-name").fill("virtual key")
+    await page.locator("#add-passkey").click()
+    await page.wait_for_url("**/account?notice=passkey", timeout=20_000)
+    item = page.locator("#passkey-list li")
+    assert await item.count() == 1
+    assert await item.locator(".passkey-name").inner_text() == "virtual key"
+    assert await item.locator(".passkey-used").inner_text() == "never"
+
+    await sign_out(page)
+    await page.locator("#passkey-login").click()
+    await page.wait_for_url("**/chat", timeout=20_000)
+    await page.goto(stack.console_url + "/account")
+    assert (await item.locator(".passkey-used").inner_text()).endswith("UTC")  # used just now
+    await screenshot(page, "console-passkey-list")
+
+    await item.get_by_role("button", name="Remove the passkey virtual key").click()
+    await page.wait_for_url("**/account?notice=passkey_removed")
+    assert await page.locator("#passkey-list").count() == 0
+    assert (await page.locator("#passkey-count").inner_text()).startswith("No passkey yet.")
+
+    await sign_out(page)
+    await page.locator("#passkey-login").click()  # the authenticator still holds it; the server does not
+    status = page.locator("#passkey-status")
+    await status.get_by_text("The passkey could not sign you in.").wait_for(timeout=20_000)
+    assert page.url.split("?")[0].endswith("/login")
+    assert tab.csp_violations == []

@@ -97,12 +97,20 @@ class World:
             return [decode_event(r.payload) for r in rows]  # type: ignore[misc]
 
 
+async def _forget_queued_mail(engine: AsyncEngine) -> None:
+    """Mail queued by other tests (no worker sends it) must not reach this test's SMTP server."""
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("DELETE FROM mail_outbox WHERE sent_at IS NULL"))
+
+
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(database_url, pool_size=4)
+    await _forget_queued_mail(engine)
     yield engine
     async with engine.begin() as conn:
         await conn.execute(sa.text("DELETE FROM outbox WHERE subject LIKE '%.auth.audited'"))
+    await _forget_queued_mail(engine)
     await engine.dispose()
 
 

@@ -36,7 +36,8 @@ async def backend(
     database_url = services.create_database("lumina_oidc_edges")
     await upgrade_async(database_url)
     settings = load_settings({}, database_url=database_url, redis_url=redis_url, tenant_id=f"o{uuid.uuid4().hex[:10]}",
-                             data_dir=str(tmp_path_factory.mktemp("oidc-edges")), memory_enabled=False)
+                             data_dir=str(tmp_path_factory.mktemp("oidc-edges")), memory_enabled=False,
+                             redis_namespace=f"test-{uuid.uuid4().hex[:12]}")
     await first_start(settings, database_url)
     # the operator's step (`lumina oidc set`), on the same database and key file as the backend
     engine = create_engine(database_url, pool_size=2)
@@ -82,3 +83,13 @@ async def test_oidc_sign_in_over_grpc(backend: Backend) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as foreign:
         await call(backend, "BeginOidcLogin", apb.BeginOidcLoginRequest(tenant_id=tenant, redirect_uri="https://evil.example/cb"))
     assert foreign.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_login_options_say_which_tenants_offer_sso(backend: Backend) -> None:
+    tenant = backend.settings.tenant_id
+    on = await call(backend, "GetLoginOptions", apb.GetLoginOptionsRequest(tenant_id=tenant))
+    default = await call(backend, "GetLoginOptions", apb.GetLoginOptionsRequest())  # the server's default tenant
+    for unknown in ("no-such-tenant", "Not A Tenant!"):
+        off = await call(backend, "GetLoginOptions", apb.GetLoginOptionsRequest(tenant_id=unknown))
+        assert (off.oidc_enabled, off.passkeys_allowed, off.signup_allowed) == (False, True, True)
+    assert on.oidc_enabled and default.oidc_enabled and on.passkeys_allowed

@@ -202,3 +202,47 @@ async def test_brute_force_backoff_per_account_and_address_is_never_permanent(wo
     await asyncio.sleep(0.65)  # never permanent: after the capped wait the owner gets in
     await login(world.tenant, "ann@example.com", PASSWORD, client="10.1.1.1")
     assert any(a.outcome == "locked_out" for a in await world.audits())
+
+
+async def test_disabling_or_deleting_an_account_ends_its_sessions(world: World) -> None:
+    """ASVS V7.4.2: a disabled user's sessions stop working (and are deleted) at their next use; a
+    deleted user's sessions go with the row."""
+    ann, bob = await world.user("ann@example.com"), await world.user("bob@example.com")
+    tokens = [(await PasswordLogin(world.ctx)(world.tenant, "ann@example.com", PASSWORD)).token for _ in range(2)]
+    bob_token = (await PasswordLogin(world.ctx)(world.tenant, "bob@example.com", PASSWORD)).token
+    for token in tokens:
+        await ResolveSession(world.ctx)(token)
+    async with world.engine.begin() as conn:
+        await conn.execute(sa.text("UPDATE users SET disabled = true WHERE id = :u"), {"u": ann.id})
+    for token in tokens:
+        with pytest.raises(SessionExpired):
+            await ResolveSession(world.ctx)(token)
+    with pytest.raises(InvalidCredentials):  # and no new one
+        await PasswordLogin(world.ctx)(world.tenant, "ann@example.com", PASSWORD)
+    async with world.engine.begin() as conn:
+        left = (await conn.execute(sa.text("SELECT count(*) FROM auth_sessions WHERE user_id = :u"), {"u": ann.id})).scalar_one()
+        await conn.execute(sa.text("DELETE FROM memberships WHERE user_id = :u"), {"u": bob.id})
+        await conn.execute(sa.text("DELETE FROM users WHERE id = :u"), {"u": bob.id})
+        bobs = (await conn.execute(sa.text("SELECT count(*) FROM auth_sessions WHERE user_id = :u"), {"u": bob.id})).scalar_one()
+    assert left == 0 and bobs == 0
+    with pytest.raises(SessionExpired):
+        await ResolveSession(world.ctx)(bob_token)
+
+
+async def test_passwords_built_on_context_words_are_refused(world: World) -> None:
+    """ASVS V6.1.2 / V6.2.11: the product's name and the user's own words (email, name, organisation,
+    tenant) add no strength: what is left without them must be a good password on its own."""
+    from application.identity.accounts import CONTEXT_WORDS
+    from application.identity.signup import SignUp
+
+    assert CONTEXT_WORDS == ("lumina",)
+    register = RegisterUser(world.ctx)
+    tenant_part = world.tenant.split("-", 1)[1]
+    for weak in ["AcmeRobotics!Lumina", "robotics-acme-lumina-77", f"{tenant_part}-Acme-Lumina-9", "Example.Robotics.2025"]:
+        assert world.ctx.strength.estimate(weak, []).score >= 3, weak  # zxcvbn alone would let it through
+        with pytest.raises(WeakPassword) as refused:
+            await register(world.tenant, "ann@example.com", "Acme Robotics", weak)
+        assert "built on a name" in str(refused.value.violations[0].description)
+    await register(world.tenant, "ann@example.com", "Acme Robotics", "lumina violet harbour lantern")  # the rest is strong
+    with pytest.raises(WeakPassword):
+        await SignUp(world.ctx)("neb@example.org", "Nebula-Dynamics-2025!", "Neb", "Nebula Dynamics")

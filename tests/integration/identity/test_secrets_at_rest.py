@@ -72,3 +72,32 @@ async def test_a_plaintext_seed_from_before_0008_is_sealed_on_first_read(world: 
     row = await _row(world.engine, user.id)
     assert row.secret is None and seed.encode() not in bytes(row.seed_ciphertext)
     assert world.kms.decrypt(bytes(row.seed_ciphertext), totp_seed_context(world.tenant, user.id)) == seed.encode()
+
+
+async def test_recovery_codes_are_stored_as_salted_argon2id_hashes(world: World) -> None:
+    """50-bit lookup secrets need a password hash with a salt (ASVS V6.5.2), not a bare digest;
+    a code stored as SHA-256 before that still works, once."""
+    user = await world.user()
+    session = await PasswordLogin(world.ctx)(world.tenant, user.email, PASSWORD)
+    enrolment = await BeginTotpEnrolment(world.ctx)(session.token)
+    enrolled = await ConfirmTotpEnrolment(world.ctx)(session.token, pyotp.TOTP(enrolment.secret).at(world.clock.now()))
+    async with world.engine.connect() as conn:
+        stored = (await conn.execute(sa.text("SELECT code_hash FROM recovery_codes WHERE user_id = :u"),
+                                     {"u": user.id})).scalars().all()
+    assert len(stored) == len(enrolled.recovery_codes) == 10
+    assert all(h.startswith("$argon2id$v=19$m=19456,t=2,p=1$") for h in stored)
+    salts = {h.split("$")[4] for h in stored}
+    assert len(salts) == 10 and all(len(base64.b64decode(s + "==")) >= 16 for s in salts)  # 128-bit salts
+    digests = {world.ctx.secrets.digest(c.replace("-", "")) for c in enrolled.recovery_codes}
+    assert not digests & set(stored) and not any(c in h for c in enrolled.recovery_codes for h in stored)
+
+    pending = await PasswordLogin(world.ctx)(world.tenant, user.email, PASSWORD)
+    full = await VerifySecondFactor(world.ctx)(pending.token, enrolled.recovery_codes[3].upper())  # typed loosely
+    assert full.session.assurance_level == 2
+    legacy = "abcde-fghij"
+    async with world.engine.begin() as conn:
+        await conn.execute(sa.text("UPDATE recovery_codes SET code_hash = :h WHERE user_id = :u AND used_at IS NULL "
+                                   "AND id = (SELECT min(id) FROM recovery_codes WHERE user_id = :u AND used_at IS NULL)"),
+                           {"h": world.ctx.secrets.digest("abcdefghij"), "u": user.id})
+    pending = await PasswordLogin(world.ctx)(world.tenant, user.email, PASSWORD)
+    assert (await VerifySecondFactor(world.ctx)(pending.token, legacy)).session.assurance_level == 2
