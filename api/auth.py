@@ -39,6 +39,9 @@ __all__ = [
     "AUTH_HTTP_ROUTES",
     "AUTH_SERVICE",
     "DEFAULT_TRUSTED_PROXIES",
+    "ENROLMENT_AUTH_RPCS",
+    "ENROLMENT_GRPC_METHODS",
+    "ENROLMENT_HTTP_PATHS",
     "PUBLIC_AUTH_RPCS",
     "PUBLIC_GRPC_METHODS",
     "PUBLIC_HTTP_PATHS",
@@ -54,6 +57,7 @@ __all__ = [
     "credential_from",
     "current_client",
     "current_principal",
+    "enrolment_options",
     "forwarded_for",
     "is_public_path",
     "principal_var",
@@ -74,10 +78,15 @@ SESSION_AUTH_RPCS = frozenset({
     "VerifySecondFactor", "Logout", "ChangePassword", "BeginTotpEnrolment", "ConfirmTotpEnrolment",
     "BeginPasskeyRegistration", "FinishPasskeyRegistration",
 })
+# AuthService calls a single-factor session of a tenant that requires MFA may still make, besides
+# the session calls above (ASVS V6.3.3: it must be able to enrol a factor; the console's account
+# page needs WhoAmI). The edges resolve their principal with ``allow_single_factor``.
+ENROLMENT_AUTH_RPCS = frozenset({"WhoAmI"})
 # Full gRPC method names ("/lumina.v1.AuthService/Login") callable without a credential. The
 # standard health and reflection services (``/grpc.*``) are never intercepted.
 PUBLIC_GRPC_METHODS: frozenset[str] = frozenset(f"/{AUTH_SERVICE}/{rpc}" for rpc in PUBLIC_AUTH_RPCS)
 SESSION_GRPC_METHODS: frozenset[str] = frozenset(f"/{AUTH_SERVICE}/{rpc}" for rpc in SESSION_AUTH_RPCS)
+ENROLMENT_GRPC_METHODS: frozenset[str] = frozenset(f"/{AUTH_SERVICE}/{rpc}" for rpc in ENROLMENT_AUTH_RPCS)
 # HTTP path prefixes served without a credential; each matches itself and what is below it.
 PUBLIC_HTTP_PREFIXES: tuple[str, ...] = ("/healthz", "/readyz", "/metrics")
 # The REST mirror of AuthService (api/rest/auth.py): RPC -> (HTTP method, path).
@@ -104,13 +113,27 @@ AUTH_HTTP_ROUTES: dict[str, tuple[str, str]] = {
     "ListPasskeys": ("GET", "/v1/auth/passkeys"),
     "DeletePasskey": ("DELETE", "/v1/auth/passkeys/{id:str}"),
     "GetLoginOptions": ("GET", "/v1/auth/login-options"),
+    "ListSessions": ("GET", "/v1/auth/sessions"),
+    "EndSession": ("DELETE", "/v1/auth/sessions/{id:str}"),
+    "EndUserSessions": ("DELETE", "/v1/auth/sessions/users/{user_id:str}"),
+    "UpdateTenantPolicy": ("PUT", "/v1/auth/tenant-policy"),
 }
 # Exact HTTP paths served without a resolved principal: the public and session-token routes.
 PUBLIC_HTTP_PATHS: frozenset[str] = frozenset(
     path for rpc, (_, path) in AUTH_HTTP_ROUTES.items() if rpc in PUBLIC_AUTH_RPCS | SESSION_AUTH_RPCS
 )
 
+ENROLMENT_HTTP_PATHS: frozenset[str] = frozenset(
+    path for rpc, (_, path) in AUTH_HTTP_ROUTES.items() if rpc in ENROLMENT_AUTH_RPCS
+)
+
 _BEARER = "bearer "
+
+
+def enrolment_options(enrolment: bool) -> dict[str, bool]:
+    """Keyword arguments for ``Authenticator.authenticate`` on an enrolment call (empty otherwise,
+    so authenticators that know nothing of it keep working)."""
+    return {"allow_single_factor": True} if enrolment else {}
 
 
 def is_public_path(path: str) -> bool:
@@ -248,9 +271,11 @@ def require_platform_admin(platform_tenant: str, action: str) -> Principal:
 
 
 class Authenticator(Protocol):
-    """The edges' port: a bearer credential -> ``Principal``; ``InvalidCredentials`` otherwise."""
+    """The edges' port: a bearer credential -> ``Principal``; ``InvalidCredentials`` otherwise.
+    ``allow_single_factor`` (passed for ``ENROLMENT_AUTH_RPCS`` only) accepts a single-factor session
+    of a tenant that requires MFA."""
 
-    async def authenticate(self, credential: str, *, client: str) -> Principal: ...
+    async def authenticate(self, credential: str, *, client: str, allow_single_factor: bool = False) -> Principal: ...
 
 
 class StaticAuthenticator:
@@ -261,7 +286,7 @@ class StaticAuthenticator:
         self._credentials = dict(credentials)
         self.rejected = 0
 
-    async def authenticate(self, credential: str, *, client: str) -> Principal:
+    async def authenticate(self, credential: str, *, client: str, allow_single_factor: bool = False) -> Principal:
         principal = self._credentials.get(credential) if credential else None
         if principal is None:
             self.rejected += 1
@@ -292,9 +317,9 @@ class CachingAuthenticator:
         self._inflight: dict[bytes, asyncio.Future[Principal]] = {}
         self.lookups = 0  # calls that reached ``inner`` for an API key
 
-    async def authenticate(self, credential: str, *, client: str) -> Principal:
+    async def authenticate(self, credential: str, *, client: str, allow_single_factor: bool = False) -> Principal:
         if self._ttl <= 0 or not credential.startswith(_KEY_PREFIX):
-            return await self._inner.authenticate(credential, client=client)
+            return await self._inner.authenticate(credential, client=client, **enrolment_options(allow_single_factor))
         digest = hashlib.sha256(credential.encode()).digest()
         hit = self._entries.get(digest)
         if hit is not None and hit[1] > self._clock():

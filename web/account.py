@@ -27,12 +27,15 @@ from lumina_client.lumina.v1 import (
     ConfirmTotpEnrolmentRequest,
     CreateApiKeyRequest,
     DeletePasskeyRequest,
+    EndSessionRequest,
     FinishPasskeyRegistrationRequest,
     ListApiKeysRequest,
     ListPasskeysRequest,
+    ListSessionsRequest,
     Passkey,
     Principal,
     RevokeApiKeyRequest,
+    Session,
     VerifySecondFactorRequest,
 )
 from web.auth import (
@@ -65,6 +68,8 @@ NOTICES = {
     "passkey": "Your passkey is registered. Your other sessions have ended.",
     "verified": "Confirmed: you can change your security settings for the next few minutes.",
     "passkey_removed": "The passkey is removed. Your other sessions have ended.",
+    "mfa_required": "Your organisation requires a second factor: add a passkey or an authenticator app to go on.",
+    "session_ended": "The session is ended: it is signed out.",
 }
 LAST_FACTOR = "This is your last second factor and your organisation requires one: add another before removing it."
 
@@ -81,8 +86,22 @@ async def _passkeys(request: Request) -> list[Passkey] | None:
     return list(reply.passkeys)
 
 
+async def _sessions(request: Request) -> list[Session] | None:
+    """The user's live sessions for the account page (ASVS V7.5.2); None when the backend cannot
+    list them now."""
+    try:
+        reply = await auth_stub(request).list_sessions(
+            ListSessionsRequest(), timeout=AUTH_TIMEOUT, metadata=call_metadata(request)
+        )
+    except (GRPCError, OSError):
+        return None
+    return list(reply.sessions)
+
+
 async def _account(request: Request, principal: Principal, *, status: int = 200, **context: Any) -> Template:
     context.setdefault("errors", {})
+    if "sessions" not in context:  # a session that must enrol a factor first may not list them
+        context["sessions"] = None if principal.mfa_enrolment_required else await _sessions(request)
     context.setdefault("step_up", False)
     context.setdefault("totp", None)
     context.setdefault("recovery_codes", None)
@@ -100,8 +119,31 @@ def _raise_if_signed_out(exc: GRPCError, *, input_checked: bool = True) -> None:
 
 @get("/account")
 async def account_page(request: Request, notice: FromQuery[str | None] = None) -> Template:
-    principal = await signed_in(request)
+    principal = await signed_in(request, enrolling=True)
+    if principal.mfa_enrolment_required:
+        notice = "mfa_required"
     return await _account(request, principal, notice=NOTICES.get(notice or "", ""))
+
+
+@post("/account/sessions/{session_id:str}/end", status_code=200)
+async def end_session(request: Request, session_id: FromPath[str]) -> Response[Any] | Template:
+    """End one of the user's sessions; ending this one signs the browser out."""
+    principal = await signed_in(request)
+    try:
+        await auth_stub(request).end_session(
+            EndSessionRequest(id=session_id[:128]), timeout=AUTH_TIMEOUT, metadata=call_metadata(request)
+        )
+    except GRPCError as exc:
+        _raise_if_signed_out(exc, input_checked=False)
+        if exc.status is Status.NOT_FOUND:
+            return await _account(request, principal, status=404, errors={"sessions": "That session has ended already."})
+        message, status = backend_problem(request, exc)
+        return await _account(request, principal, status=status, errors={"sessions": message})
+    if session_id == principal.credential_id:
+        response: Response[Any] = Redirect(path="/login", query_params={"notice": "signed_out"}, status_code=303)
+        clear_auth_cookies(response, request)
+        return response
+    return Redirect(path="/account", query_params={"notice": "session_ended"}, status_code=303)
 
 
 @post("/account/password", status_code=200)
@@ -191,7 +233,7 @@ async def step_up_passkey_finish(request: Request) -> Response[Any]:
 
 @post("/account/totp", status_code=200)
 async def totp_begin(request: Request) -> Response[Any] | Template:
-    principal = await signed_in(request)
+    principal = await signed_in(request, enrolling=True)
     try:
         reply = await auth_stub(request).begin_totp_enrolment(
             BeginTotpEnrolmentRequest(), timeout=AUTH_TIMEOUT, metadata=call_metadata(request)
@@ -209,7 +251,7 @@ async def totp_begin(request: Request) -> Response[Any] | Template:
 
 @post("/account/totp/confirm", status_code=200)
 async def totp_confirm(request: Request) -> Response[Any] | Template:
-    principal = await signed_in(request)
+    principal = await signed_in(request, enrolling=True)
     values = await _form(request)
     enrolment_id, code = values.get("enrolment_id", ""), values.get("code", "").replace(" ", "")
     retry = {"enrolment_id": enrolment_id, "qr": "", "secret": ""}  # the QR code is not shown twice
@@ -409,5 +451,5 @@ async def revoke_key(request: Request, key_id: FromPath[str]) -> Response[Any] |
 
 ROUTES = [
     account_page, change_password, step_up, step_up_passkey_begin, step_up_passkey_finish, totp_begin, totp_confirm,
-    passkey_register_begin, passkey_register_finish, passkey_delete, keys_page, create_key, revoke_key,
+    passkey_register_begin, passkey_register_finish, passkey_delete, keys_page, create_key, revoke_key, end_session,
 ]

@@ -30,7 +30,13 @@ from web.pending import PendingPrompt, PendingPrompts
 from web.proxies import DEFAULT_TRUSTED_PROXIES, TrustedProxies
 from web.render import backend_problem, is_htmx, page
 from web.security import SecurityMiddleware
-from web.session import SESSION_COOKIE, SignInRequired, bearer, safe_next
+from web.session import (
+    SESSION_COOKIE,
+    EnrolmentRequired,
+    SignInRequired,
+    bearer,
+    safe_next,
+)
 from web.streaming import answer_events, expired_events, signed_out_events
 
 __all__ = ["MAX_MODEL_CHARS", "MAX_PROMPT_CHARS", "create_app", "parse_target"]
@@ -141,6 +147,16 @@ def _sign_in_required(request: Request, _: SignInRequired) -> Response[object]:
     return response
 
 
+def _enrolment_required(request: Request, _: EnrolmentRequired) -> Response[object]:
+    """A one-factor session of an organisation that requires MFA: to the account page to enrol."""
+    if is_htmx(request):
+        return Response(content="", status_code=403, headers={"HX-Redirect": "/account?notice=mfa_required"})
+    if request.method != "GET" and "json" in (request.headers.get("content-type") or ""):
+        return Response(content={"error": "Add a second factor first.", "redirect": "/account?notice=mfa_required"},
+                        status_code=403)
+    return Redirect(path="/account", query_params={"notice": "mfa_required"}, status_code=303)
+
+
 def _backend_failed(request: Request, exc: Exception) -> Response[object]:
     """A page whose backend call failed for a reason other than the session: one readable line."""
     message, status = backend_problem(request, exc)  # type: ignore[arg-type]
@@ -204,7 +220,10 @@ def create_app(
         ],
         lifespan=[grpc_channel],
         middleware=[DefineMiddleware(SecurityMiddleware, secret=secret or secrets.token_bytes(32), tls=secure_cookies)],
-        exception_handlers={SignInRequired: _sign_in_required, GRPCError: _backend_failed, OSError: _backend_failed},
+        exception_handlers={
+            SignInRequired: _sign_in_required, EnrolmentRequired: _enrolment_required,
+            GRPCError: _backend_failed, OSError: _backend_failed,
+        },
         state=State(
             {
                 "backend_target": backend_target,

@@ -9,7 +9,13 @@ from grpclib.exceptions import GRPCError
 from litestar import Request
 
 from lumina_client.lumina.v1 import AuthServiceStub, Principal, WhoAmIRequest
-from web.session import SESSION_COOKIE, SignInRequired, bearer, is_signed_out
+from web.session import (
+    SESSION_COOKIE,
+    EnrolmentRequired,
+    SignInRequired,
+    bearer,
+    is_signed_out,
+)
 from web.telemetry import traced_metadata
 
 __all__ = ["AUTH_TIMEOUT", "auth_stub", "browser_address", "call_metadata", "signed_in"]
@@ -40,8 +46,10 @@ def call_metadata(request: Request, token: str | None = None, *, traced: bool = 
     return traced_metadata(metadata) if traced else metadata
 
 
-async def signed_in(request: Request) -> Principal:
-    """The signed-in principal, or ``SignInRequired`` (the page redirects to /login)."""
+async def signed_in(request: Request, *, enrolling: bool = False) -> Principal:
+    """The signed-in principal, or ``SignInRequired`` (the page redirects to /login). A one-factor
+    session of an organisation that requires MFA is ``EnrolmentRequired`` (to /account) unless
+    ``enrolling`` (the account page and its enrolment actions)."""
     token = bearer(request)
     if not token:
         raise SignInRequired()
@@ -55,4 +63,6 @@ async def signed_in(request: Request) -> Principal:
         raise
     if reply.principal is None:
         raise SignInRequired()
+    if reply.principal.mfa_enrolment_required and not enrolling:
+        raise EnrolmentRequired()
     return reply.principal

@@ -24,6 +24,7 @@ __all__ = [
     "PENDING_COOKIE",
     "PENDING_PATH",
     "SESSION_COOKIE",
+    "EnrolmentRequired",
     "SignInRequired",
     "bearer",
     "clear_auth_cookies",
@@ -45,6 +46,11 @@ MAX_TOKEN_CHARS = 512
 
 class SignInRequired(Exception):
     """The page needs a signed-in session and the browser has none (or the backend ended it)."""
+
+
+class EnrolmentRequired(Exception):
+    """The session has one factor and the organisation requires two: only the account page (to
+    enrol a factor) is open to it."""
 
 
 def bearer(request: Request, cookie: str = SESSION_COOKIE) -> str:

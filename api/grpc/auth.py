@@ -23,7 +23,14 @@ from datetime import UTC, datetime
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from api.auth import AUTH_SERVICE, TrustedProxies, client_of_peer, client_var, credential_from, principal_var
+from api.auth import (
+    AUTH_SERVICE,
+    TrustedProxies,
+    client_of_peer,
+    client_var,
+    credential_from,
+    principal_var,
+)
 from api.errors import Unimplemented
 from application.identity import (
     BeginPasskeyLogin,
@@ -33,18 +40,23 @@ from application.identity import (
     ConfirmTotpEnrolment,
     CreateApiKey,
     DeletePasskey,
+    EndSession,
+    EndUserSessions,
     FinishPasskeyLogin,
     FinishPasskeyRegistration,
     IdentityContext,
     IssuedSession,
     ListApiKeys,
     ListPasskeys,
+    ListSessions,
     LoginOptions,
     Logout,
     PasswordLogin,
     RequestPasswordReset,
     ResetPassword,
     RevokeApiKey,
+    SessionView,
+    UpdateTenantPolicy,
     VerifySecondFactor,
 )
 from application.identity.profile import DescribePrincipal
@@ -206,6 +218,7 @@ class AuthOperations:
             tenant_id=p.tenant_id, user_id=p.user_id, role=p.role.value, kind=p.kind.value, credential_id=p.credential_id,
             assurance_level=p.assurance_level, email=profile.email, display_name=profile.display_name,
             has_totp=profile.has_totp, passkey_count=profile.passkey_count,
+            mfa_enrolment_required=profile.mfa_enrolment_required,
         ))
 
     async def change_password(self, req: pb.ChangePasswordRequest, caller: Caller) -> pb.ChangePasswordResponse:
@@ -320,6 +333,39 @@ class AuthOperations:
             raise NotFound("api key", req.id)
         self._on_revoke(req.id)  # this replica stops accepting it at once
         return pb.RevokeApiKeyResponse()
+
+    # --- sessions and tenant policy ---------------------------------------------------------------
+
+    def _session_view(self, view: SessionView) -> pb.Session:
+        s, policy = view.session, self._ctx.session_policy
+        lifetime = policy.pending_timeout if s.pending_second_factor else policy.absolute_timeout
+        return pb.Session(
+            id=s.id, created_at=_ts(s.created_at), last_seen_at=_ts(s.last_seen_at), assurance_level=s.assurance_level,
+            current=view.current, pending_second_factor=s.pending_second_factor,
+            expires_at=_ts(min(s.created_at + lifetime, s.last_seen_at + policy.idle_timeout)),
+        )
+
+    async def list_sessions(self, req: pb.ListSessionsRequest, caller: Caller) -> pb.ListSessionsResponse:
+        views = await ListSessions(self._ctx)(caller.require_principal())
+        return pb.ListSessionsResponse(sessions=[self._session_view(v) for v in views])
+
+    async def end_session(self, req: pb.EndSessionRequest, caller: Caller) -> pb.EndSessionResponse:
+        await EndSession(self._ctx)(caller.require_principal(), req.id.strip()[:128], client=caller.client)
+        return pb.EndSessionResponse()
+
+    async def end_user_sessions(self, req: pb.EndUserSessionsRequest, caller: Caller) -> pb.EndUserSessionsResponse:
+        ended = await EndUserSessions(self._ctx)(caller.require_principal(), req.user_id.strip()[:128], client=caller.client)
+        return pb.EndUserSessionsResponse(ended=ended)
+
+    async def update_tenant_policy(
+        self, req: pb.UpdateTenantPolicyRequest, caller: Caller
+    ) -> pb.UpdateTenantPolicyResponse:
+        if not req.HasField("require_mfa"):
+            raise InvalidRequest.single("require_mfa", "required (true or false)")
+        policy = await UpdateTenantPolicy(self._ctx)(
+            caller.require_principal(), require_mfa=req.require_mfa, client=caller.client
+        )
+        return pb.UpdateTenantPolicyResponse(policy=pb.TenantPolicy(require_mfa=policy.require_mfa))
 
 
 _SNAKE = re.compile(r"(?<!^)(?=[A-Z])")

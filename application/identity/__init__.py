@@ -1,8 +1,21 @@
 """Identity use cases and their ports. Build one ``IdentityContext`` in the composition root and
 construct the use cases from it; each is a callable class (``await PasswordLogin(ctx)(...)``)."""
 
-from application.identity.accounts import ChangePassword, CreateTeam, CreateTenant, RegisterUser, SetRole
-from application.identity.api_keys import AuthenticateApiKey, CreateApiKey, CreatedApiKey, ListApiKeys, RevokeApiKey
+from application.identity.accounts import (
+    ChangePassword,
+    CreateTeam,
+    CreateTenant,
+    RegisterUser,
+    SetRole,
+    UpdateTenantPolicy,
+)
+from application.identity.api_keys import (
+    AuthenticateApiKey,
+    CreateApiKey,
+    CreatedApiKey,
+    ListApiKeys,
+    RevokeApiKey,
+)
 from application.identity.context import IdentityContext, IssuedSession, RateLimit
 from application.identity.login import LoginOptions, PasswordLogin, VerifySecondFactor
 from application.identity.oidc import (
@@ -24,8 +37,21 @@ from application.identity.passkeys import (
     FinishPasskeyRegistration,
     ListPasskeys,
 )
-from application.identity.recovery import DeliverMail, MailRelayContext, RequestPasswordReset, ResetPassword
-from application.identity.sessions import EndOtherSessions, Logout, ResolveSession
+from application.identity.recovery import (
+    DeliverMail,
+    MailRelayContext,
+    RequestPasswordReset,
+    ResetPassword,
+)
+from application.identity.sessions import (
+    EndOtherSessions,
+    EndSession,
+    EndUserSessions,
+    ListSessions,
+    Logout,
+    ResolveSession,
+    SessionView,
+)
 from application.identity.totp import (
     BeginTotpEnrolment,
     ConfirmTotpEnrolment,
@@ -51,6 +77,8 @@ __all__ = [
     "DeletePasskey",
     "DeliverMail",
     "EndOtherSessions",
+    "EndSession",
+    "EndUserSessions",
     "FinishOidcLogin",
     "FinishPasskeyLogin",
     "FinishPasskeyRegistration",
@@ -58,6 +86,7 @@ __all__ = [
     "IssuedSession",
     "ListApiKeys",
     "ListPasskeys",
+    "ListSessions",
     "LoginOptions",
     "Logout",
     "MailRelayContext",
@@ -74,8 +103,10 @@ __all__ = [
     "ResetPassword",
     "ResolveSession",
     "RevokeApiKey",
+    "SessionView",
     "SetRole",
     "TotpEnrolled",
     "TotpEnrolment",
+    "UpdateTenantPolicy",
     "VerifySecondFactor",
 ]

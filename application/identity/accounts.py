@@ -5,14 +5,23 @@ from __future__ import annotations
 import asyncio
 import re
 
-from application.identity.context import IdentityContext, IssuedSession, audit, issue_session
+import msgspec
+
+from application.identity.context import (
+    IdentityContext,
+    IssuedSession,
+    audit,
+    issue_session,
+)
 from application.identity.sessions import load_session
 from domain.errors import NotFound
 from domain.identity import (
     InvalidCredentials,
     Membership,
     Principal,
+    PrincipalKind,
     Role,
+    StepUpRequired,
     Team,
     Tenant,
     TenantPolicy,
@@ -29,6 +38,7 @@ __all__ = [
     "CreateTenant",
     "RegisterUser",
     "SetRole",
+    "UpdateTenantPolicy",
     "check_new_password",
 ]
 
@@ -168,3 +178,34 @@ class ChangePassword:
             audit(ctx, uow, user.tenant_id, "password", "changed", user_id=user.id, client=client)
             await uow.commit()
         return issued
+
+
+class UpdateTenantPolicy:
+    """A tenant admin (or owner) sets whether the tenant requires MFA (ASVS V6.3.3). Turning it off
+    weakens every account, so it needs a session with a recent second factor (step-up; an API key
+    cannot). Turning it on leaves single-factor sessions able to enrol a factor and nothing else."""
+
+    def __init__(self, ctx: IdentityContext) -> None:
+        self._ctx = ctx
+
+    async def __call__(self, actor: Principal, *, require_mfa: bool, client: str = "") -> TenantPolicy:
+        actor.require(Role.ADMIN, "change the tenant's policy")
+        ctx = self._ctx
+        async with ctx.uow() as uow:
+            tenant = await uow.tenants.get(actor.tenant_id)
+            if tenant is None:
+                raise NotFound("tenant", actor.tenant_id)
+            if tenant.policy.require_mfa and not require_mfa:
+                session = None
+                if actor.kind is PrincipalKind.USER:
+                    sessions = await uow.sessions.list_for_user(actor.tenant_id, actor.user_id)
+                    session = next((s for s in sessions if s.id == actor.credential_id), None)
+                if session is None or not session.recent_second_factor(ctx.clock.now(), ctx.session_policy):
+                    raise StepUpRequired()
+            policy = msgspec.structs.replace(tenant.policy, require_mfa=require_mfa)
+            if policy != tenant.policy:
+                await uow.tenants.set_policy(tenant.id, policy)
+                audit(ctx, uow, tenant.id, "tenant_policy", "changed", user_id=actor.user_id,
+                      reason=f"require_mfa={'on' if require_mfa else 'off'}", client=client)
+                await uow.commit()
+        return policy

@@ -25,14 +25,16 @@ class Authenticate:
         self._keys = AuthenticateApiKey(ctx)
         self._sessions = ResolveSession(ctx)
 
-    async def authenticate(self, credential: str, *, client: str = "") -> Principal:
+    async def authenticate(self, credential: str, *, client: str = "", allow_single_factor: bool = False) -> Principal:
+        """``allow_single_factor``: a single-factor session of a tenant that requires MFA is accepted
+        (the calls that let it enrol a factor, ``api.auth.ENROLMENT_AUTH_RPCS``)."""
         if not credential:
             await self._failed("bearer", "no credential", client)
             raise InvalidCredentials("no credential")
         if credential.startswith(_KEY_PREFIX):
             return await self._keys(credential, client=client)  # audits its own failures
         try:
-            return await self._sessions(credential)
+            return await self._sessions(credential, allow_single_factor=allow_single_factor)
         except SessionExpired as exc:
             await self._failed("session", exc.reason or "invalid session", client)
             raise InvalidCredentials(exc.reason) from None

@@ -8,8 +8,13 @@ from datetime import timedelta
 
 import msgspec
 
-from application.identity.context import IdentityContext, IssuedSession, audit, issue_session
-from application.identity.sessions import load_session
+from application.identity.context import (
+    IdentityContext,
+    IssuedSession,
+    audit,
+    issue_session,
+)
+from application.identity.sessions import load_session, require_fresh_sign_in
 from domain.errors import NotFound
 from domain.identity import (
     CeremonyPurpose,
@@ -41,7 +46,8 @@ class Ceremony(msgspec.Struct, frozen=True):
 
 class BeginPasskeyRegistration:
     """Options to register a passkey for the session's user. Adding a passkey to an account that
-    already has a second factor needs step-up."""
+    already has a second factor needs step-up; the first one a session signed in within the last 10
+    minutes (ASVS V7.5.1)."""
 
     def __init__(self, ctx: IdentityContext) -> None:
         self._ctx = ctx
@@ -57,6 +63,8 @@ class BeginPasskeyRegistration:
             has_factor = bool(existing) or (totp is not None and totp.confirmed)
             if has_factor and not session.recent_second_factor(ctx.clock.now(), ctx.session_policy):
                 raise StepUpRequired()
+            if not has_factor:  # the first second factor: a fresh sign-in (ASVS V7.5.1)
+                require_fresh_sign_in(ctx, session)
             options, challenge = ctx.webauthn.registration_options(
                 user_id=user.id, user_name=user.email, display_name=user.display_name,
                 exclude=[c.credential_id for c in existing],

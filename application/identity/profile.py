@@ -6,7 +6,7 @@ import msgspec
 
 from application.identity.context import IdentityContext
 from domain.errors import NotFound
-from domain.identity import Principal
+from domain.identity import Principal, PrincipalKind
 
 __all__ = ["DescribePrincipal", "Profile"]
 
@@ -18,6 +18,8 @@ class Profile(msgspec.Struct, frozen=True):
     has_totp: bool
     passkey_count: int
     has_password: bool
+    # a single-factor session in a tenant that requires MFA: it may only enrol a factor (ASVS V6.3.3)
+    mfa_enrolment_required: bool = False
 
 
 class DescribePrincipal:
@@ -31,8 +33,13 @@ class DescribePrincipal:
                 raise NotFound("user", principal.user_id)
             totp = await uow.totp.get(user.tenant_id, user.id)
             passkeys = await uow.passkeys.list_for_user(user.tenant_id, user.id)
+            tenant = await uow.tenants.get(user.tenant_id)
+        must_enrol = (
+            principal.kind is PrincipalKind.USER and principal.assurance_level < 2
+            and tenant is not None and tenant.policy.require_mfa
+        )
         return Profile(
             principal=principal, email=user.email, display_name=user.display_name,
             has_totp=totp is not None and totp.confirmed, passkey_count=len(passkeys),
-            has_password=user.password_hash is not None,
+            has_password=user.password_hash is not None, mfa_enrolment_required=must_enrol,
         )

@@ -6,10 +6,20 @@ import asyncio
 
 import msgspec
 
-from application.identity.context import IdentityContext, IssuedSession, audit, issue_session
+from application.identity.context import (
+    IdentityContext,
+    IssuedSession,
+    audit,
+    issue_session,
+)
 from application.identity.ports import IdentityUnitOfWork
-from application.identity.sessions import load_session
-from domain.identity import InvalidCredentials, RecoveryCode, StepUpRequired, TotpCredential
+from application.identity.sessions import load_session, require_fresh_sign_in
+from domain.identity import (
+    InvalidCredentials,
+    RecoveryCode,
+    StepUpRequired,
+    TotpCredential,
+)
 
 __all__ = [
     "BeginTotpEnrolment",
@@ -48,7 +58,8 @@ async def new_recovery_codes(ctx: IdentityContext, uow: IdentityUnitOfWork, user
 
 
 class BeginTotpEnrolment:
-    """Start (or restart) TOTP enrolment. Replacing a confirmed authenticator needs step-up."""
+    """Start (or restart) TOTP enrolment. With a second factor already (TOTP or passkey) it needs
+    step-up; the first one needs a session signed in within the last 10 minutes (ASVS V7.5.1)."""
 
     def __init__(self, ctx: IdentityContext) -> None:
         self._ctx = ctx
@@ -60,10 +71,14 @@ class BeginTotpEnrolment:
             user = await uow.users.get(session.tenant_id, session.user_id)
             assert user is not None
             existing = await uow.totp.get(user.tenant_id, user.id)
-            if existing is not None and existing.confirmed and not session.recent_second_factor(
-                ctx.clock.now(), ctx.session_policy
-            ):
-                raise StepUpRequired()
+            has_factor = (existing is not None and existing.confirmed) or bool(
+                await uow.passkeys.list_for_user(user.tenant_id, user.id)
+            )
+            if has_factor:  # replacing or adding to a second factor: a recent one (step-up)
+                if not session.recent_second_factor(ctx.clock.now(), ctx.session_policy):
+                    raise StepUpRequired()
+            else:  # the first second factor: a fresh sign-in (ASVS V7.5.1)
+                require_fresh_sign_in(ctx, session)
             secret = ctx.totp.new_secret()
             await uow.totp.put(
                 TotpCredential(

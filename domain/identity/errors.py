@@ -10,6 +10,7 @@ DomainError
     ├── SessionExpired          unknown, expired, revoked or half-finished session (uniform)
     ├── SecondFactorRequired    the session (or tenant policy) needs a second factor first
     ├── StepUpRequired          a sensitive action needs a recent second factor
+    │   └── ReauthenticationRequired  a first second factor needs a fresh sign-in (password or IdP)
     ├── WeakPassword            an InvalidRequest too: the new password breaks the policy
     └── Forbidden               the principal lacks the role for this action
 """
@@ -22,6 +23,7 @@ __all__ = [
     "Forbidden",
     "IdentityError",
     "InvalidCredentials",
+    "ReauthenticationRequired",
     "SecondFactorRequired",
     "SessionExpired",
     "StepUpRequired",
@@ -70,6 +72,16 @@ class StepUpRequired(IdentityError):
 
     def __init__(self) -> None:
         super().__init__("this action needs a recent second factor")
+
+
+class ReauthenticationRequired(StepUpRequired):
+    """Enrolling the first second factor of a single-factor account needs a session signed in (with
+    the password, or at the identity provider) within the step-up window (ASVS V7.5.1)."""
+
+    code = "reauthentication_required"
+
+    def __init__(self) -> None:
+        IdentityError.__init__(self, "sign in again: adding a first second factor needs a sign-in from the last few minutes")
 
 
 class Forbidden(IdentityError):
