@@ -5,6 +5,8 @@
   lumina worker    JetStream consumers and the outbox relay
   lumina web       the HTMX console (a gRPC client of the backend)
   lumina migrate   apply database migrations (LUMINA_DATABASE_URL)
+  lumina oidc      set, show or remove a tenant's OpenID Provider
+  lumina keys      create an API key (`lumina keys create --name NAME`)
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from api.keys import add_keys_commands
+from api.oidc import add_oidc_commands
 from api.settings import Settings, SettingsError, load_settings
 
 __all__ = ["main"]
@@ -26,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("web", help="run the web console")
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("revision", nargs="?", default="head", help="target revision (default: head)")
+    add_oidc_commands(sub)
+    add_keys_commands(sub)
     return parser
 
 
@@ -47,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             case "serve":
                 from api.runtime import run_serve
 
-                _require(settings, "database_url")
+                _require(settings, "database_url", "redis_url")
                 run_serve(settings)
             case "worker":
                 from api.runtime import run_worker
@@ -57,13 +63,30 @@ def main(argv: list[str] | None = None) -> int:
             case "web":
                 from web.server import serve
 
-                serve(settings.host, settings.web_port, settings.backend_target)
+                serve(
+                    settings.host, settings.web_port, settings.backend_target,
+                    secret=settings.web_secret.encode() if settings.web_secret else None,
+                    secure_cookies=settings.console_url.startswith("https://"),
+                    public_url=settings.console_url, trusted_proxies=settings.trusted_proxies,
+                )
             case "migrate":
                 from adapters.postgres.migrate import upgrade
 
                 _require(settings, "database_url")
                 upgrade(settings.database_url or "", args.revision)
                 print(f"database migrated to {args.revision}")
+            case "keys":
+                from api.keys import run_keys_command
+
+                return run_keys_command(settings, args)
+            case "first-start":
+                from api.keys import run_first_start
+
+                return run_first_start(settings)
+            case "oidc":
+                from api.oidc import run_oidc_command
+
+                return run_oidc_command(settings, args)
     except SettingsError as exc:
         print(f"lumina: invalid setting: {exc}", file=sys.stderr)
         return 2

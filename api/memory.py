@@ -14,6 +14,10 @@ provider registry or the database waits for start-up:
    creates the pgvector collection when missing (``memory`` for the local model, 384
    dimensions; ``memory_<model>_<dims>`` for a provider's), puts the Redis read cache in front
    when ``redis_url`` is set, and builds everything else.
+
+The chat path's hook (``memory_chat_hook``: recall before routing, the turn's event at settlement)
+is built with the chat use cases, before the store opens; ``open_memory(chat_hook=...)`` attaches
+the search and the store to it (``MemoryModule.chat_hook``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from litestar import Router
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -33,6 +38,7 @@ from adapters.onnx import (
 )
 from adapters.onnx.embedder import DEFAULT_MODEL_DIR
 from adapters.postgres.memory_store import PostgresMemoryStore
+from adapters.postgres.tenant_policies import PostgresTenantPolicies
 from adapters.provider_embedder import ProviderEmbedder
 from adapters.vectorstores.pgvector import PgVectorStore
 from api.grpc.memory import MemoryServicer
@@ -40,6 +46,7 @@ from api.rest.memory import create_memory_router
 from api.settings import Settings
 from application.embeddings import EmbedTexts
 from application.memory import IngestTurns, SearchMemory
+from application.memory.chat_hook import CachedTenantPolicies, MemoryChatHook
 from application.memory.consolidate import (
     ConsolidateMemory,
     ExtractiveSummarizer,
@@ -74,6 +81,7 @@ __all__ = [
     "MemoryModule",
     "MemoryUnavailable",
     "collection_for",
+    "memory_chat_hook",
     "memory_embedder",
     "open_memory",
     "open_worker_memory",
@@ -124,6 +132,7 @@ class MemoryModule:
     sweep: SweepMemory
     redis: Any = None
     registry: Any = None  # the worker's own provider registry (api.registry.RegistryModule), when it needs one
+    chat_hook: MemoryChatHook | None = None  # the chat path's hook, attached to this search
 
     def servicer(self) -> MemoryServicer:
         return MemoryServicer(self.use)
@@ -150,6 +159,7 @@ async def open_memory(
     uow: UnitOfWorkFactory | None = None,
     catalog: ModelCatalog | None = None,
     providers: ProviderClients | None = None,
+    chat_hook: MemoryChatHook | None = None,
 ) -> MemoryModule:
     if isinstance(embedder, ProviderEmbedder) and not embedder.dimensions:
         try:
@@ -188,10 +198,24 @@ async def open_memory(
     if settings.memory_summary_model and catalog is not None and providers is not None:
         summarizer = ProviderSummarizer(catalog, providers, settings.memory_summary_model)
     consolidate = ConsolidateMemory(store, vectors, cached, ids, clock, summarizer, reindex=ingest.reindex)
+    if chat_hook is not None:
+        chat_hook.attach(search)
     return MemoryModule(
         embedder=cached, vectors=vectors, store=store, collection=collection, ingest=ingest, search=search,
         use=use, consolidate=consolidate, remember=RememberTurn(ingest, store, consolidate),
-        sweep=SweepMemory(store, consolidate), redis=redis,
+        sweep=SweepMemory(store, consolidate), redis=redis, chat_hook=chat_hook,
+    )
+
+
+def memory_chat_hook(settings: Settings, engine: AsyncEngine, *, clock: Clock, ids: IdGenerator) -> MemoryChatHook:
+    """Long-term memory in the chat path (``application.memory.chat_hook``), for ``StreamChat``'s
+    hooks: the tenant's switch read from ``tenants`` through a TTL cache, the budget and time box
+    from settings. Recalls nothing until ``open_memory(chat_hook=...)`` attaches the search."""
+    tenants = CachedTenantPolicies(PostgresTenantPolicies(engine), clock, ttl=settings.memory_tenant_cache_seconds)
+    return MemoryChatHook(
+        tenants=tenants, clock=clock, ids=ids, token_budget=settings.memory_chat_token_budget,
+        max_results=settings.memory_chat_max_results, timeout=settings.memory_chat_timeout_ms / 1000,
+        log=structlog.get_logger("lumina.memory"),
     )
 
 

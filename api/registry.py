@@ -111,6 +111,7 @@ def build_registry(
     return RegistryModule(
         kms=kms, pool=pool, providers=ObservedProviders(pool, health, clock), admin=admin, reload=reload,
         health=health, probe=ProbeProviders(uow=uow, kms=kms, factory=factory, monitor=health, clock=clock),
-        servicer=ProviderServicer(admin=admin, health=health), router=create_admin_router(admin, health),
+        servicer=ProviderServicer(admin=admin, health=health, platform_tenant=tenant_id),
+        router=create_admin_router(admin, health, platform_tenant=tenant_id),
         seed=SeedRegistry(uow, kms, clock), tenant_id=tenant_id,
     )

@@ -1,8 +1,10 @@
 """`lumina up`: the whole platform on one machine.
 
 Starts, in order: embedded Postgres with pgvector (unless LUMINA_DATABASE_URL is set), NATS with
-JetStream (the server on 127.0.0.1:4222 when one answers, else the nats-server binary), migrations,
-then the child processes — the provider simulator (when no vendor key is set), the backend, the
+JetStream (the server on 127.0.0.1:4222 when one answers, else the nats-server binary), Redis (the
+one on 127.0.0.1:6379, else redis-server; unless LUMINA_REDIS_URL is set), migrations, the first
+start (default tenant, its administrator, LUMINA_BOOTSTRAP_API_KEY; `lumina first-start`), then the
+child processes — the provider simulator (when no vendor key is set), the backend, the
 worker and the web console — waits until each is ready, prints one line per URL and
 ``lumina is ready``. SIGINT/SIGTERM (or any child dying) stops every child, then the services it
 started. Data lives under LUMINA_DATA_DIR, so a second start reuses it.
@@ -24,6 +26,7 @@ from pathlib import Path
 from adapters.embedded.nats import ensure_nats
 from adapters.embedded.postgres import start_embedded_postgres
 from adapters.embedded.process import EmbeddedServiceError, RunningService, port_is_free
+from adapters.embedded.redis import ensure_redis
 from api.settings import Settings
 
 __all__ = ["StartupError", "up"]
@@ -110,12 +113,24 @@ def up(settings: Settings) -> int:
             services.append(nats)
             nats_url = nats.url
             _say(f"NATS JetStream: {nats_url} ({'started' if nats.started else 'already running'})")
-        env.update(LUMINA_DATABASE_URL=database_url, LUMINA_NATS_URL=nats_url, LUMINA_DATA_DIR=str(data))
+        if settings.redis_url:
+            redis_url = settings.redis_url
+        else:
+            redis = ensure_redis(data, port=6379)
+            services.append(redis)
+            redis_url = redis.url
+            _say(f"Redis:       {redis_url} ({'started' if redis.started else 'already running'})")
+        env.update(LUMINA_DATABASE_URL=database_url, LUMINA_NATS_URL=nats_url, LUMINA_REDIS_URL=redis_url,
+                   LUMINA_DATA_DIR=str(data))
         _say("migrating the database ...")
         # in a child process, so the supervisor itself stays small (no SQLAlchemy/alembic loaded)
         migrated = subprocess.run([sys.executable, "-m", "api.cli", "migrate"], env=env, capture_output=True, text=True)
         if migrated.returncode != 0:
             raise StartupError(f"migration failed: {_last(migrated.stderr or migrated.stdout)}")
+        first = subprocess.run([sys.executable, "-m", "api.cli", "first-start"], env=env, capture_output=True, text=True)
+        if first.returncode != 0:
+            raise StartupError(f"first start failed: {_last(first.stderr or first.stdout)}")
+        admin_lines = [ln for ln in first.stdout.splitlines() if ln.strip()]
 
         def spawn(name: str, argv: list[str]) -> Child:
             log_path = logs / f"{name}.log"
@@ -144,11 +159,13 @@ def up(settings: Settings) -> int:
             _wait_ready(child, check, stop, children)
         time.sleep(0.3)
         _assert_alive(children)
-        _say(f"gRPC:        {host}:{settings.grpc_port}  (lumina.v1.ChatService, health, reflection)")
-        _say(f"REST:        http://{host}:{settings.http_port}  (/v1/chat/completions, /healthz, /readyz, /metrics)")
+        _say(f"gRPC:        {host}:{settings.grpc_port}  (lumina.v1.ChatService, AuthService, health, reflection)")
+        _say(f"REST:        http://{host}:{settings.http_port}  (/v1/chat/completions, /v1/auth, /healthz, /readyz, /metrics)")
         _say(f"console:     http://{host}:{settings.web_port}/chat")
         if simulated:
             _say(f"provider:    simulated (tools/provider_sim on http://{host}:{settings.sim_port}/v1); set OPENAI_API_KEY for real ones")
+        for line in admin_lines:
+            _say(line)
         _say(f"data:        {data}  (logs in {logs})")
         _say(f"lumina is ready ({time.monotonic() - t0:.1f}s)")
 

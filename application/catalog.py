@@ -28,6 +28,7 @@ class RegistryCatalog:
         self._loaded_at: float | None = None
         self._models: dict[str, ModelRoute] = {}
         self._providers: dict[str, ProviderSpec] = {}
+        self._routes: tuple[ModelRoute, ...] = ()
         self._generation = 0  # bumped by invalidate(): a load started before it is not fresh enough
         self._reload: asyncio.Task[None] | None = None
         self._loading: asyncio.Future[None] | None = None
@@ -70,6 +71,10 @@ class RegistryCatalog:
         self._providers = {p.name: p for p in providers}
         enabled = {p.name for p in providers if p.enabled}
         self._models = {m.name: m for m in models if m.provider in enabled}
+        routes = tuple(sorted(self._models.values(), key=lambda m: m.name))
+        # unchanged (field by field): keep the same tuple, so routing need not recompile
+        if list(map(_fields, routes)) != list(map(_fields, self._routes)):
+            self._routes = routes
         if fresh:
             self._loaded_at = now
 
@@ -113,6 +118,17 @@ class RegistryCatalog:
         except KeyError:
             raise NotFound("provider", name) from None
 
+    async def routes(self) -> tuple[ModelRoute, ...]:
+        """Every routable model (those of enabled providers) in name order: the very same tuple
+        until a reload finds something changed, so a consumer can tell by identity."""
+        await self._refresh()
+        return self._routes
+
     async def models(self) -> list[ModelRoute]:
         await self._refresh()
         return sorted(self._models.values(), key=lambda m: m.name)
+
+
+def _fields(route: ModelRoute) -> dict[str, object]:
+    """A route's own fields (without what a persistence layer may attach to the instance)."""
+    return {k: v for k, v in vars(route).items() if not k.startswith("_")}

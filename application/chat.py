@@ -1,19 +1,48 @@
-"""Chat use cases: stream a completion through the routed provider, settle its usage and cost,
-and record a ``ChatCompleted`` event in the same transaction."""
+"""Chat use cases: the request path of a chat completion, end to end.
+
+Per request, ``StreamChat`` runs:
+
+1. rate limits — ``acquire`` one request and the estimated tokens (prompt + ``max_tokens``) on
+   every applicable meter, or refuse with ``RateLimitExceeded`` (429);
+2. ``ChatHook.prepare`` of every hook (e.g. memories injected), in order;
+3. the request's requirements (tools, images, JSON, context tokens: the ``TokenCounter``);
+4. the routing decision (``Routing.decide``): capable, allowed, healthy candidates ranked by the
+   strategy, the named model with its fallbacks, or a cheaper one when the budget headroom is low;
+5. per candidate, in order: its circuit breaker admits the call; a budget reservation holds its
+   estimate (``BudgetExceeded``, 429, when a hard budget cannot afford it); the provider is called
+   with a first-token timeout (and, optionally, a hedged second request after the model's p95
+   time to first token); a retryable failure is retried with backoff and full jitter (honouring
+   Retry-After), then the next candidate is tried — all of it before the first byte reaches the
+   client. Once content was sent, a failure ends the stream with one clean ``ErrorChunk``: never a
+   second answer, never duplicated text;
+6. the stream is relayed through a bounded buffer (backpressure) under the total timeout; breakers
+   learn each outcome;
+7. settlement: the budget reservation is settled to the actual cost (released when nothing was
+   produced), and the usage row, ``ChatCompleted``, ``RouteDecided`` and the hooks' events are made
+   durable in one ``Settlements`` call (one transaction, group-committed) before ``Finish`` is
+   yielded; the token meters are corrected to the actual count.
+
+Everything beyond the provider call is optional: without a limiter, budgets, hooks or routing
+settings the path costs no network round trip besides the provider call and the settlement.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import functools
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from application.ports import (
-    ModelCatalog,
-    ProviderClients,
-    Settlements,
-    UnitOfWorkFactory,
-)
+from application.budgets.reservations import Reservation
+from application.chat_hooks import ChatHook, CompletedTurn
+from application.ports import ProviderClients, Settlements, UnitOfWorkFactory
+from application.routing import RouteCatalog, Routing
 from application.settlement import UnitOfWorkSettlements
 from application.streaming import DEFAULT_BUFFER, buffered
+from domain.budgets import BudgetSubject, RateLimitStatus, task_label
 from domain.chat import (
     ChatRequest,
     Chunk,
@@ -27,41 +56,198 @@ from domain.chat import (
     Usage,
     UsageChunk,
 )
-from domain.errors import ProviderError, Unavailable, UpstreamUnavailable
-from domain.events import ChatCompleted
-from domain.ports import Clock, IdGenerator
+from domain.cost import Price
+from domain.errors import (
+    DomainError,
+    ProviderError,
+    Unavailable,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from domain.events import ChatCompleted, DomainEvent
+from domain.identity import Principal, PrincipalKind
+from domain.ports import Clock, IdGenerator, ProviderClient
 from domain.registry import ModelRoute
+from domain.routing import (
+    Candidate,
+    NoHealthyRoute,
+    RandomSource,
+    RouteDecision,
+    requirements_for,
+    route_decided,
+    should_fall_back,
+)
 from domain.usage import UsageRecord
 
-__all__ = ["ChatAnswer", "CompleteChat", "StreamChat"]
+__all__ = ["ChatAnswer", "ChatBudgets", "ChatRateLimits", "ChatStream", "CompleteChat", "StreamChat"]
+
+log = logging.getLogger("lumina.chat")
+
+
+class ChatBudgets(Protocol):
+    """The budget side of the chat path (``application.budgets.BudgetGuard``)."""
+
+    async def estimate(
+        self, price: Price, input_tokens: int, *, model: str, task: str = "chat", max_tokens: int | None = None,
+        model_max_output: int | None = None,
+    ) -> int: ...
+
+    async def reserve(self, subject: BudgetSubject, amount_micros: int, *, task: str = "") -> Reservation: ...
+
+    async def settle(
+        self, reservation: Reservation, actual_micros: int, *, usage: Usage | None = None, request_id: str = ""
+    ) -> object: ...
+
+    async def release(self, reservation: Reservation) -> bool: ...
+
+    async def headroom(self, subject: BudgetSubject) -> float: ...
+
+
+class BudgetDefinitions(Protocol):
+    """Each tenant's budget and rate-limit definitions, cached (``application.budgets.BudgetDirectory``):
+    a tenant with none skips the limiter and the reservation altogether."""
+
+    async def budgets(self, tenant_id: str) -> Sequence[object]: ...
+
+    async def rate_limits(self, tenant_id: str) -> Sequence[object]: ...
+
+
+class ChatRateLimits(Protocol):
+    """The rate limits of the chat path (``application.budgets.EnforceRateLimits``)."""
+
+    async def acquire(self, subject: BudgetSubject, *, tokens: int = 0) -> RateLimitStatus: ...
+
+    async def adjust(self, subject: BudgetSubject, *, tokens: int) -> None: ...
+
+
+class ChatStream:
+    """The chunks of one answer (an async iterator; ``aclose`` closes the upstream request), plus
+    what an edge needs before the first chunk goes out: the route that serves it and the rate-limit
+    status (for ``x-lumina-route`` and ``x-ratelimit-*``)."""
+
+    __slots__ = ("_chunks", "_unread", "model", "provider", "rate_limit", "request_id")
+
+    def __init__(
+        self, chunks: AsyncIterator[Chunk], *, request_id: str, provider: str, model: str,
+        rate_limit: RateLimitStatus | None, unread: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._chunks = chunks
+        self.request_id = request_id
+        self.provider = provider
+        self.model = model
+        self.rate_limit = rate_limit
+        self._unread = unread  # closes the upstream when the stream is closed before its first read
+
+    def __aiter__(self) -> ChatStream:
+        return self
+
+    def __anext__(self) -> Awaitable[Chunk]:
+        return self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()  # type: ignore[attr-defined]
+        unread, self._unread = self._unread, None
+        if unread is not None:
+            await unread()
+
+
+@dataclass(slots=True)
+class _Call:
+    """One request after the provider answered: what the relay and the settlement need."""
+
+    principal: Principal
+    request: ChatRequest  # as the caller sent it
+    sent: ChatRequest  # after the hooks
+    decision: RouteDecision
+    route: ModelRoute
+    label: str
+    request_id: str
+    started: float  # Clock.monotonic
+    deadline: float  # loop time by which the whole answer must be in
+    prompt_tokens: int
+    tried: tuple[str, ...]
+    attempts: int
+    hedged: bool
+    notes: dict[str, str]
+    estimate: int
+    reservation: Reservation | None
+    limit_subject: BudgetSubject | None
+    limit_tokens: int
+    begun: bool = False  # the relay ran (a relay closed before its first read never does)
+
+
+class _Deadline:
+    """The total timeout of a relay read in the consumer's own task (no read-ahead): one timer per
+    request, which cancels that task only while it waits for the upstream (``reading``)."""
+
+    __slots__ = ("_handle", "_task", "expired", "reading")
+
+    def __init__(self, when: float, task: asyncio.Task[Any]) -> None:
+        self.expired = False
+        self.reading = False
+        self._task = task
+        self._handle = asyncio.get_running_loop().call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self.expired = True
+        if self.reading:
+            self._task.cancel()
+
+    def caused(self, before: int) -> bool:
+        """Whether the cancellation being handled is this deadline's (and only its)."""
+        return self.expired and self._task.uncancel() <= before
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
+_TOO_LONG = "the answer took longer than the total timeout"
+
+
+def _subject(principal: Principal, route: ModelRoute | None = None, model: str = "") -> BudgetSubject:
+    return BudgetSubject(
+        tenant_id=principal.tenant_id,
+        user_id=principal.user_id,
+        api_key_id=principal.credential_id if principal.kind is PrincipalKind.API_KEY else "",
+        provider=route.provider if route is not None else "",
+        model=route.name if route is not None else model,
+    )
 
 
 class StreamChat:
-    """Stream one chat completion as unified chunks.
+    """Stream one chat completion as unified chunks (the request path: see the module docstring).
 
-    Errors before the first chunk (unknown model, provider refused the request) are raised, so the
-    edge can answer with a proper status. Once content has been sent, a provider failure becomes a
-    final ``ErrorChunk``. Usage is settled and the event recorded before ``Finish`` is yielded, so a
-    client that saw ``Finish`` can rely on the usage row and the outbox event both existing. Settling
-    goes through the ``Settlements`` port (by default one unit of work per request; the composition
-    root may install group commit); when it fails, the stream ends with an ``unavailable``
-    ``ErrorChunk`` instead of ``Finish``.
+    Errors before the first chunk (unknown model, nothing can serve it, a Lumina limit or budget,
+    every candidate failed) are raised, so the edge answers with a proper status. Usage is settled
+    and the events recorded before ``Finish`` is yielded, so a client that saw ``Finish`` can rely
+    on the usage row and the outbox events existing; when settling fails, the stream ends with an
+    ``unavailable`` ``ErrorChunk`` instead of ``Finish``.
 
     The provider is read ahead through a bounded buffer of ``buffer`` chunks (backpressure: a slow
-    client pauses the upstream read). Closing the returned iterator, or cancelling its consumer,
-    closes the upstream request. ``request.provider`` pins the provider serving the model.
-    """
+    client pauses the upstream read). Closing the returned stream, or cancelling its consumer,
+    closes the upstream request. ``request.provider`` limits routing to that provider's models.
+
+    ``routing``: the router, live view and breakers (default: the default ``RoutingSettings`` over
+    ``catalog``, breakers in this process). ``budgets`` / ``limiter``: off when None. ``hooks``:
+    called around every request; the list may grow after construction (``add_hook``)."""
 
     def __init__(
         self,
         *,
-        catalog: ModelCatalog,
+        catalog: RouteCatalog,
         providers: ProviderClients,
         uow: UnitOfWorkFactory,
         clock: Clock,
         ids: IdGenerator,
         buffer: int = DEFAULT_BUFFER,
         settlements: Settlements | None = None,
+        routing: Routing | None = None,
+        budgets: ChatBudgets | None = None,
+        limiter: ChatRateLimits | None = None,
+        definitions: BudgetDefinitions | None = None,
+        hooks: Sequence[ChatHook] = (),
+        rng: RandomSource | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._buffer = buffer
         self._settlements = settlements or UnitOfWorkSettlements(uow)
@@ -69,68 +255,387 @@ class StreamChat:
         self._providers = providers
         self._clock = clock
         self._ids = ids
+        self.routing = routing or Routing(catalog, clock)
+        self._budgets = budgets
+        self._limiter = limiter
+        self._definitions = definitions
+        self.hooks: list[ChatHook] = list(hooks)
+        self._rng: RandomSource = rng or random.Random()  # retry jitter, not a secret
+        self._sleep = sleep
+        self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def __call__(self, tenant_id: str, request: ChatRequest) -> AsyncIterator[Chunk]:
-        return await self.open(tenant_id, request)
+    def add_hook(self, hook: ChatHook) -> None:
+        self.hooks.append(hook)
 
-    async def open(self, tenant_id: str, request: ChatRequest, *, read_ahead: bool = True) -> AsyncIterator[Chunk]:
+    async def __call__(self, principal: Principal, request: ChatRequest) -> ChatStream:
+        return await self.open(principal, request)
+
+    # --- before the first byte ---------------------------------------------------------------
+
+    async def open(self, principal: Principal, request: ChatRequest, *, read_ahead: bool = True) -> ChatStream:
         """``__call__`` with a choice: ``read_ahead=False`` reads the provider in the consumer's own
         task, without the bounded buffer's reader task and queue — for a consumer that drains the
         stream at once anyway (``CompleteChat``), where backpressure buys nothing. Settlement
         before ``Finish`` is the same either way."""
-        route = await self._catalog.resolve(request.model, provider=request.provider)
-        spec = await self._catalog.provider(route.provider)
-        client = self._providers.get(route.provider)
-        request_id = self._ids.new_id()
+        limiter, definitions = self._limiter, self._definitions
+        if limiter is not None and definitions is not None and not await definitions.rate_limits(principal.tenant_id):
+            limiter = None  # the tenant has no rate limits: nothing to ask Redis
+        if limiter is None:
+            return await self._open(principal, request, read_ahead, -1, None, 0, None)
+        prompt_tokens = self.routing.counter.count_prompt(request)
+        tokens = prompt_tokens + (request.max_tokens or self.routing.settings.expected_output_tokens)
+        subject = _subject(principal, model=request.model)
+        status = await limiter.acquire(subject, tokens=tokens)
+        try:
+            return await self._open(principal, request, read_ahead, prompt_tokens, subject, tokens, status)
+        except BaseException:
+            self._soon(limiter.adjust(subject, tokens=-tokens))  # nothing was generated
+            raise
+
+    async def _open(
+        self,
+        principal: Principal,
+        request: ChatRequest,
+        read_ahead: bool,
+        prompt_tokens: int,
+        limit_subject: BudgetSubject | None,
+        limit_tokens: int,
+        rate_limit: RateLimitStatus | None,
+    ) -> ChatStream:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
         started = self._clock.monotonic()
+        routing = self.routing
+        settings = routing.settings
+        sent, notes = request, {}
+        for hook in self.hooks:
+            prepared = await hook.prepare(principal, sent)
+            sent = prepared.request
+            if prepared.notes:
+                notes.update(prepared.notes)
+        if prompt_tokens < 0 or sent is not request:
+            prompt_tokens = routing.counter.count_prompt(sent)
+        reqs = requirements_for(sent, prompt_tokens, streaming=read_ahead)
+        tenant = principal.tenant_id
+        budgets = self._budgets
+        if budgets is not None and self._definitions is not None and not await self._definitions.budgets(tenant):
+            budgets = None  # the tenant has no budgets: no estimate, no reservation
+        headroom = None
+        if budgets is not None and routing.rules(tenant).step_down.allowed:
+            headroom = await budgets.headroom(_subject(principal))
+        decision = await routing.decide(reqs, tenant_id=tenant, model=sent.model, provider=sent.provider, headroom=headroom)
+        candidates = decision.candidates
+        if not candidates:
+            decision.require()  # raises: nothing can serve it, or nothing is healthy now
+        task = task_label(tools=reqs.tools, json_schema=reqs.json_schema or reqs.json_mode, reasoning=reqs.reasoning)
+        retry = settings.retry
+        tried: list[str] = []
+        attempts = 0
+        last_error: BaseException | None = None
+        for index, candidate in enumerate(candidates):
+            route = routing.route(candidate)
+            if not await routing.admit(route):
+                continue  # its breaker is half-open and its probe slots are taken
+            client = self._providers.get(route.provider)
+            estimate, reservation = candidate.cost_micros, None
+            if budgets is not None:
+                estimate = await budgets.estimate(
+                    route.price, prompt_tokens, model=route.name, task=task, max_tokens=sent.max_tokens,
+                    model_max_output=route.capabilities.max_output_tokens,
+                )
+                reservation = await budgets.reserve(_subject(principal, route), estimate, task=task)
+            backup = self._backup(candidates, index, route)
+            attempt = 0
+            while True:
+                attempt += 1
+                attempts += 1
+                try:
+                    served, upstream, first, hedged = await self._first_chunk(route, client, sent, candidate, backup)
+                except Exception as exc:
+                    if retry.should_retry(exc, attempt, False):
+                        await self._sleep(retry.delay(attempt, exc, self._rng))
+                        continue
+                    if reservation is not None:
+                        await self._release(reservation)
+                    if index + 1 < len(candidates) and should_fall_back(exc, False):
+                        last_error = exc
+                        tried.append(route.name)
+                        break
+                    raise
+                except BaseException:
+                    if reservation is not None:
+                        self._soon(self._release(reservation))
+                    raise
+                try:
+                    spec = await routing.provider(served.provider)
+                except BaseException:
+                    routing.view.finished(served.provider, served.upstream_model)
+                    await upstream.aclose()  # type: ignore[attr-defined]
+                    if reservation is not None:
+                        self._soon(self._release(reservation))
+                    raise
+                call = _Call(
+                    principal=principal, request=request, sent=sent, decision=decision, route=served,
+                    label=spec.label, request_id=self._ids.new_id(), started=started,
+                    deadline=t0 + settings.timeouts.total_s, prompt_tokens=prompt_tokens, tried=tuple(tried),
+                    attempts=attempts, hedged=hedged, notes=notes, estimate=estimate, reservation=reservation,
+                    limit_subject=limit_subject, limit_tokens=limit_tokens,
+                )
+                return ChatStream(
+                    self._relay(call, upstream, first, read_ahead), request_id=call.request_id,
+                    provider=served.provider, model=served.name, rate_limit=rate_limit,
+                    unread=functools.partial(self._unread, call, upstream),
+                )
+        if last_error is not None:
+            raise last_error
+        raise NoHealthyRoute(decision.requested)
+
+    def _backup(self, candidates: tuple[Candidate, ...], index: int, route: ModelRoute) -> tuple[ModelRoute, Candidate] | None:
+        """What a hedged request goes to: the next candidate, else the same model again."""
+        if not self.routing.settings.hedging.enabled:
+            return None
+        if index + 1 < len(candidates):
+            nxt = candidates[index + 1]
+            return self.routing.route(nxt), nxt
+        return route, candidates[index]
+
+    async def _first_chunk(
+        self,
+        route: ModelRoute,
+        client: ProviderClient,
+        request: ChatRequest,
+        candidate: Candidate,
+        backup: tuple[ModelRoute, Candidate] | None,
+    ) -> tuple[ModelRoute, AsyncIterator[Chunk], Chunk | None, bool]:
+        """The provider's stream and its first chunk; with hedging, a second request starts after
+        the model's p95 time to first token and the first to produce a chunk wins (the other is
+        closed). Failures are recorded on the breakers here."""
+        delay = None if backup is None else self.routing.settings.hedging.delay(candidate.hedge_after_s)
+        if delay is None or backup is None:
+            try:
+                upstream, first = await self._start(route, client, request)
+            except Exception as exc:
+                await self.routing.failed(route, exc)
+                raise
+            return route, upstream, first, False
+        return await self._race(route, client, backup[0], request, delay)
+
+    async def _start(
+        self, route: ModelRoute, client: ProviderClient, request: ChatRequest
+    ) -> tuple[AsyncIterator[Chunk], Chunk | None]:
+        view = self.routing.view
+        loop = asyncio.get_running_loop()
+        timeout = self.routing.settings.timeouts.first_token_s
+        view.started(route.provider, route.upstream_model)
+        began = loop.time()
         upstream = client.stream(route.upstream_model, request)
-        first = await _first(upstream)  # provider errors before any content propagate as exceptions
-        return self._relay(tenant_id, request, route, spec.label, request_id, started, upstream, first, read_ahead)
+        task = asyncio.current_task()
+        assert task is not None
+        before = task.cancelling()
+        timer = _Deadline(began + timeout, task)  # cheaper than asyncio.timeout, same semantics here
+        timer.reading = True
+        try:
+            try:
+                first = await anext(upstream)
+            except StopAsyncIteration:
+                first = None
+            except asyncio.CancelledError:
+                if timer.caused(before):
+                    raise UpstreamTimeout(f"{route.name}: no answer within {timeout:g} s") from None
+                raise
+            finally:
+                timer.cancel()
+            if isinstance(first, ErrorChunk):  # an error before any content: as if raised
+                raise _error_from_chunk(first.code, first.message)
+        except BaseException:
+            view.finished(route.provider, route.upstream_model)
+            await upstream.aclose()  # type: ignore[attr-defined]
+            raise
+        view.observe_ttft(route.provider, route.upstream_model, loop.time() - began)
+        return upstream, first
+
+    async def _race(
+        self, route: ModelRoute, client: ProviderClient, backup: ModelRoute, request: ChatRequest, delay: float
+    ) -> tuple[ModelRoute, AsyncIterator[Chunk], Chunk | None, bool]:
+        routing = self.routing
+        primary = asyncio.ensure_future(self._start(route, client, request))
+        owners: dict[asyncio.Future[Any], ModelRoute] = {primary: route}
+        try:
+            done, _ = await asyncio.wait((primary,), timeout=delay)
+            if not done:
+                second = asyncio.ensure_future(self._start(backup, self._providers.get(backup.provider), request))
+                owners[second] = backup
+            pending: set[asyncio.Future[Any]] = set(owners)
+            errors: list[BaseException] = []
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                winners = [t for t in owners if t in done and not t.cancelled() and t.exception() is None]
+                for t, owner in owners.items():
+                    exc = t.exception() if t in done and not t.cancelled() else None
+                    if exc is not None:
+                        errors.append(exc)
+                        await routing.failed(owner, exc)
+                if winners:
+                    winner = winners[0]
+                    await self._discard({t: r for t, r in owners.items() if t is not winner})
+                    upstream, first = winner.result()
+                    return owners[winner], upstream, first, winner is not primary
+            raise errors[0]
+        except BaseException:
+            await self._discard(owners)
+            raise
+
+    async def _discard(self, attempts: dict[asyncio.Future[Any], ModelRoute]) -> None:
+        """Cancel hedged attempts still waiting; close the stream of one that already answered."""
+        if not attempts:
+            return
+        for t in attempts:
+            t.cancel()
+        await asyncio.wait(attempts)
+        for t, route in attempts.items():
+            if not t.cancelled() and t.exception() is None:
+                await t.result()[0].aclose()
+                self.routing.view.finished(route.provider, route.upstream_model)
+
+    async def _unread(self, call: _Call, upstream: AsyncIterator[Chunk]) -> None:
+        if not call.begun:
+            call.begun = True
+            await upstream.aclose()  # type: ignore[attr-defined]
+            self.routing.view.finished(call.route.provider, call.route.upstream_model)
+            self._abandon(call, False, [], [])
+
+    async def _release(self, reservation: Reservation) -> None:
+        assert self._budgets is not None
+        try:
+            await self._budgets.release(reservation)
+        except Unavailable as exc:
+            log.warning("budget reservation %s not released: %s", reservation.id, exc.message)
+
+    # --- after the first byte ------------------------------------------------------------------
 
     async def _relay(
-        self,
-        tenant_id: str,
-        request: ChatRequest,
-        route: ModelRoute,
-        label: str,
-        request_id: str,
-        started: float,
-        upstream: AsyncIterator[Chunk],
-        first: Chunk | None,
-        read_ahead: bool = True,
+        self, call: _Call, upstream: AsyncIterator[Chunk], first: Chunk | None, read_ahead: bool
     ) -> AsyncIterator[Chunk]:
-        model, provider, price = route.name, route.provider, route.price
-        usage = Usage()
+        call.begun = True
+        route = call.route
+        usage: Usage | None = None
         reason = FinishReason.STOP
-        # the reader task starts on the first read below; without read-ahead, the upstream itself
-        rest = buffered(upstream, self._buffer) if read_ahead else upstream
+        texts: list[str] = []  # the answer's text (for hooks; counted when the provider reports no usage)
+        extra: list[str] = []  # reasoning and tool-call arguments (counted likewise)
+        outcome: bool | None = None  # True finished, False broke off, None: the client went away
+        # the reader task starts on the first read below (the total timeout is its one timer);
+        # without read-ahead, the upstream itself, under a timer that cancels this task's read
+        deadline: _Deadline | None = None
+        before = 0
+        if read_ahead:
+            rest = buffered(upstream, self._buffer, deadline=call.deadline)
+        else:
+            rest = upstream
+            task = asyncio.current_task()
+            assert task is not None
+            before = task.cancelling()
+            deadline = _Deadline(call.deadline, task)
         try:
-            pending = [first] if first is not None else []
+            pending = first
             try:
                 while True:
-                    chunk = pending.pop() if pending else await anext(rest)
+                    if pending is not None:
+                        chunk, pending = pending, None
+                    elif deadline is None:
+                        chunk = await anext(rest)
+                    else:
+                        if deadline.expired:
+                            raise UpstreamTimeout(_TOO_LONG)
+                        deadline.reading = True
+                        try:
+                            chunk = await anext(rest)
+                        finally:
+                            deadline.reading = False
                     match chunk:
+                        case TextDelta(text=text):
+                            texts.append(text)
+                            yield chunk
                         case UsageChunk(usage=reported):
                             usage = reported
                         case Finish(reason=finish_reason):
                             reason = finish_reason
-                        case TextDelta() | ReasoningDelta() | ToolCallDelta():
+                        case ReasoningDelta(text=text):
+                            extra.append(text)
+                            yield chunk
+                        case ToolCallDelta(name=name, arguments_fragment=fragment):
+                            extra.append((name or "") + fragment)
                             yield chunk
                         case ErrorChunk():
+                            outcome = False
                             yield chunk
                             return
             except StopAsyncIteration:
-                pass
-            except ProviderError as exc:
-                yield ErrorChunk(code=exc.code, message=exc.message, retryable=exc.retryable)
+                outcome = True
+            except asyncio.CancelledError:
+                if deadline is None or not deadline.caused(before):
+                    raise
+                outcome = False
+                yield _error_chunk(UpstreamTimeout(_TOO_LONG))
+                return
+            except TimeoutError:  # the read-ahead reader's total timeout
+                outcome = False
+                yield _error_chunk(UpstreamTimeout(_TOO_LONG))
+                return
+            except Exception as exc:  # noqa: BLE001 - after content: one clean error chunk
+                outcome = False
+                yield _error_chunk(exc)
                 return
         finally:
+            if deadline is not None:
+                deadline.cancel()
             if rest is not upstream:
                 await rest.aclose()  # type: ignore[attr-defined]  # cancels the reader, closes upstream
             await upstream.aclose()  # type: ignore[attr-defined]
-        cost = price.cost_micros(usage)
-        latency_ms = round((self._clock.monotonic() - started) * 1000)
+            self.routing.view.finished(route.provider, route.upstream_model)
+            if outcome is not True:
+                self._abandon(call, outcome is False, texts, extra)
+        for chunk in await self._settle(call, usage, reason, texts, extra):
+            yield chunk
+
+    def _count(self, call: _Call, texts: list[str], extra: list[str]) -> Usage:
+        """Usage from tiktoken counts, for a provider that reported none (or an answer cut short)."""
+        counter = self.routing.counter
+        model = call.route.upstream_model
+        output = sum(counter.count_text(t, model) for t in (*texts, *extra) if t)
+        return Usage(input_tokens=call.prompt_tokens, output_tokens=output)
+
+    def _abandon(self, call: _Call, failed: bool, texts: list[str], extra: list[str]) -> None:
+        """A stream that did not finish: the breakers learn of a failure; the reservation is settled
+        to what was produced (the provider bills it) or released when nothing was; the token meters
+        are corrected. All without waiting: the upstream is already closed."""
+        if failed:
+            self.routing.finished(call.route, False)
+        produced = texts or extra
+        usage = self._count(call, texts, extra) if produced or call.limit_subject is not None else None
+        budgets, reservation = self._budgets, call.reservation
+        if budgets is not None and reservation is not None and reservation.counters:
+            if produced and usage is not None:
+                cost = call.route.price.cost_micros(usage)
+                self._soon(budgets.settle(reservation, cost, usage=usage, request_id=call.request_id))
+            else:
+                self._soon(self._release(reservation))
+        if self._limiter is not None and call.limit_subject is not None and usage is not None:
+            self._soon(self._limiter.adjust(call.limit_subject, tokens=usage.total_tokens - call.limit_tokens))
+
+    async def _settle(
+        self, call: _Call, usage: Usage | None, reason: FinishReason, texts: list[str], extra: list[str]
+    ) -> tuple[Chunk, ...]:
+        """Settle a finished answer; its last chunks (usage and ``Finish``, or the error)."""
+        route, principal = call.route, call.principal
+        if usage is None:
+            usage = self._count(call, texts, extra)
+        model, provider = route.name, route.provider
+        cost = route.price.cost_micros(usage)
+        latency_ms = round((self._clock.monotonic() - call.started) * 1000)
         now = self._clock.now()
+        tenant_id, user_id = principal.tenant_id, principal.user_id
+        api_key_id = principal.credential_id if principal.kind is PrincipalKind.API_KEY else ""
+        request_id = call.request_id
         record = UsageRecord(
             request_id=request_id,
             tenant_id=tenant_id,
@@ -144,45 +649,95 @@ class StreamChat:
             latency_ms=latency_ms,
             finish_reason=reason.value,
             created_at=now,
-            conversation_id=request.conversation_id,
+            conversation_id=call.request.conversation_id,
+            user_id=user_id or None,
+            api_key_id=api_key_id or None,
         )
-        event = ChatCompleted(
-            event_id=self._ids.new_id(),
-            tenant_id=tenant_id,
-            occurred_at=now,
-            request_id=request_id,
-            provider=provider,
-            model=model,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cost_micros=cost,
-            latency_ms=latency_ms,
-            finish_reason=reason.value,
-            conversation_id=request.conversation_id or "",
-        )
+        events: list[DomainEvent] = [
+            ChatCompleted(
+                event_id=self._ids.new_id(),
+                tenant_id=tenant_id,
+                occurred_at=now,
+                request_id=request_id,
+                provider=provider,
+                model=model,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cost_micros=cost,
+                latency_ms=latency_ms,
+                finish_reason=reason.value,
+                conversation_id=call.request.conversation_id or "",
+                user_id=user_id,
+                api_key_id=api_key_id,
+            )
+        ]
+        decision = call.decision
+        if self.routing.settings.publish_decisions:
+            events.append(
+                route_decided(decision, event_id=self._ids.new_id(), tenant_id=tenant_id, occurred_at=now, request_id=request_id)
+            )
+        if self.hooks:
+            turn = CompletedTurn(
+                request_id=request_id, request=call.request, answer_text="".join(texts), provider=provider, model=model,
+                occurred_at=now,
+            )
+            for hook in self.hooks:
+                events.extend(hook.completed(principal, turn))
+        reservation, budgets = call.reservation, self._budgets
         try:
-            await self._settlements.settle(record, event)
+            if budgets is not None and reservation is not None and reservation.counters:
+                done, charged = await asyncio.gather(
+                    self._settlements.settle(record, *events),
+                    budgets.settle(reservation, cost, usage=usage, request_id=request_id),
+                    return_exceptions=True,
+                )
+                if isinstance(charged, BaseException):
+                    log.warning("budget settlement of %s failed: %r", request_id, charged)
+                if isinstance(done, BaseException):
+                    raise done
+            else:
+                await self._settlements.settle(record, *events)
         except Unavailable as exc:
-            yield ErrorChunk(code=Unavailable.code, message=f"usage could not be recorded: {exc.message}", retryable=True)
-            return
-        yield UsageChunk(usage=usage, cost_micros=cost)
-        yield Finish(
+            return (ErrorChunk(code=Unavailable.code, message=f"usage could not be recorded: {exc.message}", retryable=True),)
+        self.routing.finished(route, True)
+        if self._limiter is not None and call.limit_subject is not None:
+            self._soon(self._limiter.adjust(call.limit_subject, tokens=usage.total_tokens - call.limit_tokens))
+        step = decision.step_down
+        return UsageChunk(usage=usage, cost_micros=cost), Finish(
             reason=reason,
             metadata=ResponseMetadata(
                 request_id=request_id, provider=provider, model=model, latency_ms=latency_ms, cost_micros=cost,
-                provider_label=label,
+                provider_label=call.label, requested=decision.requested, strategy=decision.strategy.value,
+                fallbacks_tried=call.tried, attempts=call.attempts, stepped_down_from=step.replaced if step else "",
+                estimate_micros=call.estimate, hedged=call.hedged, notes=call.notes,
             ),
         )
 
+    # --- background work -----------------------------------------------------------------------
 
-async def _first(upstream: AsyncIterator[Chunk]) -> Chunk | None:
-    try:
-        return await anext(upstream)
-    except StopAsyncIteration:
-        return None
-    except BaseException:
-        await upstream.aclose()  # type: ignore[attr-defined]
-        raise
+    def _soon(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("chat clean-up failed: %r", task.exception())
+
+    async def drain(self) -> None:
+        """Wait for the clean-up still running (settlements of broken streams, meter corrections)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)
+
+
+def _error_chunk(exc: BaseException) -> ErrorChunk:
+    if isinstance(exc, ProviderError):
+        return ErrorChunk(code=exc.code, message=exc.message, retryable=exc.retryable)
+    if isinstance(exc, DomainError):
+        return ErrorChunk(code=exc.code, message=exc.message, retryable=False)
+    log.warning("provider stream broke off: %r", exc)
+    return ErrorChunk(code=UpstreamUnavailable.code, message="the provider's stream broke off", retryable=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +748,7 @@ class ChatAnswer:
     cost_micros: int
     finish: Finish
     reasoning: str = ""
+    rate_limit: RateLimitStatus | None = None  # the limiter's status for x-ratelimit-* (None: no limit)
 
 
 class CompleteChat:
@@ -201,13 +757,13 @@ class CompleteChat:
     def __init__(self, stream: StreamChat) -> None:
         self._stream = stream
 
-    async def __call__(self, tenant_id: str, request: ChatRequest) -> ChatAnswer:
+    async def __call__(self, principal: Principal, request: ChatRequest) -> ChatAnswer:
         parts: list[str] = []
         thoughts: list[str] = []
         calls: dict[int, ToolCallDelta] = {}
         usage, cost, finish = Usage(), 0, Finish(reason=FinishReason.STOP)
         # drained at once here: no read-ahead task and queue between the provider and this loop
-        chunks = await self._stream.open(tenant_id, request, read_ahead=False)
+        chunks = await self._stream.open(principal, request, read_ahead=False)
         try:
             async for chunk in chunks:
                 match chunk:
@@ -230,16 +786,28 @@ class CompleteChat:
                     case ErrorChunk(code=code, message=message):
                         raise _error_from_chunk(code, message)
         finally:
-            await chunks.aclose()  # type: ignore[attr-defined]  # an error chunk ends the loop early
+            await chunks.aclose()  # an error chunk ends the loop early
         return ChatAnswer(
-            "".join(parts), tuple(calls[i] for i in sorted(calls)), usage, cost, finish, "".join(thoughts)
+            "".join(parts), tuple(calls[i] for i in sorted(calls)), usage, cost, finish, "".join(thoughts),
+            chunks.rate_limit,
         )
 
 
 def _error_from_chunk(code: str, message: str) -> ProviderError | Unavailable:
     if code == Unavailable.code:
         return Unavailable(message)
-    for cls in ProviderError.__subclasses__():
+    for cls in _provider_errors():
         if cls.code == code:
             return cls(message)
     return UpstreamUnavailable(message)
+
+
+def _provider_errors() -> list[type[ProviderError]]:
+    found: list[type[ProviderError]] = []
+    todo: list[type[ProviderError]] = [ProviderError]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            found.append(sub)
+            todo.append(sub)
+    return found

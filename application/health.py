@@ -43,6 +43,12 @@ class HealthMonitor:
         self._sink = sink
         self._replica = replica
         self._health: dict[tuple[str, str], ModelHealth] = {}
+        self._listeners: list[Callable[[ModelHealth], None]] = []
+
+    def subscribe(self, listener: Callable[[ModelHealth], None]) -> None:
+        """Call ``listener`` with every model's health after each observation (e.g. routing's
+        live view, ``application.routing.Routing.update_health``)."""
+        self._listeners.append(listener)
 
     def snapshot(self) -> list[ModelHealth]:
         return [self._health[k] for k in sorted(self._health)]
@@ -58,6 +64,8 @@ class HealthMonitor:
         self._health[key] = after
         if self._sink is not None:
             self._sink.set_model_health(after)
+        for listener in self._listeners:
+            listener(after)
         if after.state is not before.state:
             async with self._uow() as uow:
                 uow.record(

@@ -188,14 +188,15 @@ class EventPublisher(Protocol):
 
 
 class Settlements(Protocol):
-    """Makes a finished request's usage row and its event durable, together.
+    """Makes a finished request's usage row and its events durable, together.
 
-    ``settle`` returns only once the row and the event's outbox message are both committed (an
+    ``settle`` returns only once the row and every event's outbox message are committed (an
     implementation may share one transaction between concurrent requests: group commit). It raises
     ``domain.errors.Unavailable`` when they could not be committed; the caller then must not report
-    the request as finished."""
+    the request as finished. ``events``: ``ChatCompleted`` first, then e.g. ``RouteDecided`` and
+    what the chat hooks return."""
 
-    async def settle(self, record: UsageRecord, event: DomainEvent) -> None: ...
+    async def settle(self, record: UsageRecord, *events: DomainEvent) -> None: ...
 
 
 class ModelCatalog(Protocol):

@@ -1,5 +1,5 @@
 """``UnitOfWorkSettlements``: the ``Settlements`` port over a unit of work, one transaction per
-request (the usage row and the event's outbox message, committed together). The composition root
+request (the usage row and its events' outbox messages, committed together). The composition root
 may install a group-committing adapter instead (``adapters.postgres.settlement``)."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ class UnitOfWorkSettlements:
     def __init__(self, uow: UnitOfWorkFactory) -> None:
         self._uow = uow
 
-    async def settle(self, record: UsageRecord, event: DomainEvent) -> None:
+    async def settle(self, record: UsageRecord, *events: DomainEvent) -> None:
         async with self._uow() as uow:
             await uow.usage.add(record)
-            uow.record(event)
+            for event in events:
+                uow.record(event)
             await uow.commit()

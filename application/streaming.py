@@ -31,20 +31,22 @@ class _Failed(Generic[T]):
 _END = _End()
 
 
-async def buffered(source: AsyncIterator[T], maxsize: int = DEFAULT_BUFFER) -> AsyncIterator[T]:
+async def buffered(source: AsyncIterator[T], maxsize: int = DEFAULT_BUFFER, *, deadline: float | None = None) -> AsyncIterator[T]:
     """Items of ``source`` in order, read ahead by at most ``maxsize``. An exception of ``source``
     is raised here, after the items before it. Closing this iterator (or cancelling its consumer)
-    cancels the reader and closes ``source``."""
+    cancels the reader and closes ``source``. ``deadline`` (event-loop time): the reader gives up
+    then, and ``TimeoutError`` is raised here after the items read before it."""
     queue: asyncio.Queue[T | _End | _Failed[T]] = asyncio.Queue(maxsize)
 
     async def pump() -> None:
         try:
-            while True:
-                try:
-                    item = await anext(source)
-                except StopAsyncIteration:
-                    break
-                await queue.put(item)
+            async with asyncio.timeout_at(deadline):  # one timer for the whole read (None: none)
+                while True:
+                    try:
+                        item = await anext(source)
+                    except StopAsyncIteration:
+                        break
+                    await queue.put(item)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there

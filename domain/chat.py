@@ -140,6 +140,8 @@ class ChatRequest(msgspec.Struct, frozen=True):
     response_format: ResponseFormat | None = None
     # a per-request hint: serve with this provider when it offers the model
     provider: str | None = None
+    # long-term memory for this request (recall before, remember after): None = the tenant's default
+    memory: bool | None = None
 
     def __post_init__(self) -> None:
         problems: list[FieldViolation] = []
@@ -196,12 +198,28 @@ class Usage(msgspec.Struct, frozen=True):
 
 
 class ResponseMetadata(msgspec.Struct, frozen=True):
+    """Which provider and model served a request, what it cost, and how it was routed:
+    ``requested`` (the model, alias or group asked for; '' the default) and the ``strategy`` that
+    ranked the candidates; ``fallbacks_tried``: the models that failed before this one served, in
+    order; ``attempts``: provider calls made (retries and fallbacks included); ``stepped_down_from``:
+    the model cost-aware routing replaced (else ''); ``estimate_micros``: the pre-call estimate
+    (the budget reservation when budgets apply); ``hedged``: a hedged second request won;
+    ``notes``: what chat hooks added (e.g. memories recalled)."""
+
     request_id: str
     provider: str
     model: str
     latency_ms: int
     cost_micros: int
     provider_label: str = ""
+    requested: str = ""
+    strategy: str = ""
+    fallbacks_tried: tuple[str, ...] = ()
+    attempts: int = 1
+    stepped_down_from: str = ""
+    estimate_micros: int = 0
+    hedged: bool = False
+    notes: dict[str, str] = {}
 
 
 # --- the unified chunk union -------------------------------------------------------------

@@ -4,6 +4,8 @@ DomainError
 ├── InvalidRequest          bad input; carries one FieldViolation per problem
 ├── NotFound                a named thing (model, provider, ...) does not exist
 ├── Unavailable             a dependency of Lumina's own (database, bus) cannot be reached
+├── BudgetExceeded          a hard budget would be exceeded; names the budget
+├── RateLimitExceeded       Lumina's own rate limit (not the provider's); ``retry_after`` seconds
 └── ProviderError           a provider failed; ``retryable`` says whether trying again may help
     ├── RateLimited         429; ``retry_after`` seconds when the vendor said
     ├── AuthenticationFailed
@@ -22,9 +24,11 @@ Messages never contain secrets.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 __all__ = [
     "AuthenticationFailed",
+    "BudgetExceeded",
     "ContentFiltered",
     "ContextLengthExceeded",
     "DomainError",
@@ -34,6 +38,7 @@ __all__ = [
     "Overloaded",
     "PermissionDenied",
     "ProviderError",
+    "RateLimitExceeded",
     "RateLimited",
     "UpstreamInvalidRequest",
     "UpstreamTimeout",
@@ -83,6 +88,46 @@ class NotFound(DomainError):
 class Unavailable(DomainError):
     code = "unavailable"
     retryable = True
+
+
+class BudgetExceeded(DomainError):
+    """A reservation would take a hard budget past its limit. The message names the budget (its
+    name, id, scope and period); ``resets_at`` is when a calendar period ends (None: rolling)."""
+
+    code = "budget_exceeded"
+
+    def __init__(
+        self,
+        budget_id: str,
+        budget_name: str,
+        *,
+        scope: str = "",
+        limit_micros: int = 0,
+        resets_at: datetime | None = None,
+    ) -> None:
+        self.budget_id = budget_id
+        self.budget_name = budget_name
+        self.limit_micros = limit_micros
+        self.resets_at = resets_at
+        where = f" ({scope})" if scope else ""
+        super().__init__(
+            f"budget {budget_name!r} [{budget_id}]{where} would be exceeded: limit {limit_micros / 1e6:.6f} USD"
+        )
+
+
+class RateLimitExceeded(DomainError):
+    """A Lumina rate limit (requests or tokens per minute of a key, user, team, model or tenant)
+    rejected the request; ``retry_after`` seconds until it could pass (None: it never can, being
+    larger than the limit's burst). Distinct from ``RateLimited``, the provider's 429."""
+
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, limit_id: str = "", retry_after: float | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.limit_id = limit_id
+        self.retry_after = retry_after
+        self.headers = dict(headers or {})
 
 
 class ProviderError(DomainError):

@@ -6,7 +6,17 @@ from datetime import datetime
 
 import msgspec
 
-__all__ = ["AuthenticationAudited", "ChatCompleted", "DomainEvent", "ModelHealthChanged", "RegistryChanged"]
+__all__ = [
+    "AuthenticationAudited",
+    "BudgetThresholdCrossed",
+    "ChatCompleted",
+    "ChatTurnCompleted",
+    "DomainEvent",
+    "MemoryIngested",
+    "ModelHealthChanged",
+    "RegistryChanged",
+    "RouteDecided",
+]
 
 
 class ChatCompleted(msgspec.Struct, frozen=True, tag="chat_completed"):
@@ -22,6 +32,8 @@ class ChatCompleted(msgspec.Struct, frozen=True, tag="chat_completed"):
     latency_ms: int
     finish_reason: str
     conversation_id: str = ""
+    user_id: str = ""
+    api_key_id: str = ""  # empty unless the principal called with an API key
 
     aggregate = "chat"
     event_type = "completed"
@@ -113,4 +125,119 @@ class AuthenticationAudited(msgspec.Struct, frozen=True, tag="authentication_aud
         return f"lumina.{self.tenant_id}.{self.aggregate}.{self.event_type}"
 
 
-DomainEvent = ChatCompleted | RegistryChanged | ModelHealthChanged | AuthenticationAudited
+class BudgetThresholdCrossed(msgspec.Struct, frozen=True, tag="budget_threshold_crossed"):
+    """A budget's settled spend reached ``threshold_percent`` of its limit in the period
+    ``period_key`` (published once per budget, period and threshold). ``enforcement``: "hard" or
+    "soft"; ``scope``: "tenant", "team", "user" or "api_key"."""
+
+    event_id: str
+    tenant_id: str
+    occurred_at: datetime
+    budget_id: str
+    budget_name: str
+    scope: str
+    scope_id: str
+    period_key: str
+    threshold_percent: int
+    limit_micros: int
+    spent_micros: int
+    enforcement: str
+    provider: str = ""
+    model: str = ""
+
+    aggregate = "budget"
+    event_type = "threshold_crossed"
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.budget_id
+
+    @property
+    def subject(self) -> str:
+        return f"lumina.{self.tenant_id}.{self.aggregate}.{self.event_type}"
+
+
+class ChatTurnCompleted(msgspec.Struct, frozen=True, tag="chat_turn_completed"):
+    """One exchange of a conversation finished: what the user said and what the assistant
+    answered. The worker remembers it (memory ingest, then consolidation). Published only when
+    memory is on for the request and the tenant; carries conversation text, so it stays inside the
+    platform's own stream."""
+
+    event_id: str
+    tenant_id: str
+    occurred_at: datetime
+    request_id: str
+    user_id: str
+    conversation_id: str
+    user_text: str
+    assistant_text: str
+    model: str = ""
+
+    aggregate = "chat"
+    event_type = "turn_completed"
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.request_id
+
+    @property
+    def subject(self) -> str:
+        return f"lumina.{self.tenant_id}.{self.aggregate}.{self.event_type}"
+
+
+class MemoryIngested(msgspec.Struct, frozen=True, tag="memory_ingested"):
+    """Memories were stored for a user outside the chat path (the MemoryService); the worker
+    consolidates that user's memories."""
+
+    event_id: str
+    tenant_id: str
+    occurred_at: datetime
+    user_id: str
+    conversation_id: str
+    memory_count: int
+
+    aggregate = "memory"
+    event_type = "ingested"
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.user_id
+
+    @property
+    def subject(self) -> str:
+        return f"lumina.{self.tenant_id}.{self.aggregate}.{self.event_type}"
+
+
+class RouteDecided(msgspec.Struct, frozen=True, tag="route_decided"):
+    """The routing policy chose a model for a request (for the console's activity view): the
+    choice, its fallbacks (comma-separated route names), how many candidates were eligible and
+    rejected, the model cost-aware step-down replaced (else empty), and the whole explanation
+    (``domain.routing.RouteDecision``) as JSON."""
+
+    event_id: str
+    tenant_id: str
+    occurred_at: datetime
+    request_id: str
+    requested: str
+    strategy: str
+    provider: str
+    model: str
+    fallbacks: str = ""
+    eligible: int = 0
+    rejected: int = 0
+    stepped_down_from: str = ""
+    explanation_json: str = ""
+
+    aggregate = "route"
+    event_type = "decided"
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.request_id
+
+    @property
+    def subject(self) -> str:
+        return f"lumina.{self.tenant_id}.{self.aggregate}.{self.event_type}"
+
+
+DomainEvent = ChatCompleted | RegistryChanged | ModelHealthChanged | AuthenticationAudited | BudgetThresholdCrossed | ChatTurnCompleted | MemoryIngested | RouteDecided

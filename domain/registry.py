@@ -57,7 +57,10 @@ class ModelSource(enum.StrEnum):
 
 
 class ModelCapabilities(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """What a model can do, as declared (catalogue or operator), not as probed."""
+    """What a model can do, as declared (catalogue or operator), not as probed.
+
+    ``tags`` are free labels routing rules can require (e.g. ``eu``, ``no-training``): stored with
+    the capabilities (the registry's JSON column), so adding one needs no schema change."""
 
     context_window: int = 8192
     max_output_tokens: int = 4096
@@ -69,8 +72,12 @@ class ModelCapabilities(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     streaming: bool = True
     reasoning: bool = False
     embeddings: bool = False
+    tags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for tag in self.tags:
+            if not tag or len(tag) > 64 or not set(tag) <= _TAG_CHARS:
+                raise InvalidRequest.single("capabilities.tags", "a tag is 1-64 lowercase letters, digits or - _ . :")
         if self.context_window <= 0:
             raise InvalidRequest.single("capabilities.context_window", "must be positive")
         if self.max_output_tokens <= 0:
@@ -80,6 +87,8 @@ class ModelCapabilities(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
         if self.parallel_tool_calls and not self.tools:
             raise InvalidRequest.single("capabilities.parallel_tool_calls", "needs tools")
 
+
+_TAG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.:")
 
 CONSERVATIVE_CAPABILITIES = ModelCapabilities()
 """For models a provider lists but the catalogue does not know: text in, text out, nothing else."""

@@ -23,3 +23,5 @@ class UsageRecord:
     finish_reason: str
     created_at: datetime
     conversation_id: str | None = None
+    user_id: str | None = None  # the principal's user
+    api_key_id: str | None = None  # set when the principal called with an API key

@@ -1,7 +1,7 @@
 """``PostgresSettlements``: the ``Settlements`` port with group commit.
 
-Each finished request hands in its usage row and its ``ChatCompleted`` event; concurrent requests'
-rows and outbox messages go into Postgres together (``adapters.group_commit``): one statement per
+Each finished request hands in its usage row and its events (``ChatCompleted``, ``RouteDecided``,
+the chat hooks'); concurrent requests' rows and outbox messages go into Postgres together (``adapters.group_commit``): one statement per
 batch — a data-modifying CTE inserting the usage rows and the outbox rows from arrays, which
 Postgres runs atomically as its own transaction — in one round trip on a connection the writer
 keeps, and ``settle`` returns once that statement has committed. Durability is
@@ -39,6 +39,7 @@ _USAGE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("input_tokens", "int"), ("output_tokens", "int"), ("cached_input_tokens", "int"),
     ("reasoning_tokens", "int"), ("cost_micros", "bigint"), ("latency_ms", "int"),
     ("finish_reason", "text"), ("created_at", "timestamptz"), ("conversation_id", "text"),
+    ("user_id", "text"), ("api_key_id", "text"),
 )
 _N = len(_USAGE_COLUMNS)
 SETTLE_SQL = (
@@ -55,7 +56,7 @@ SETTLE_SQL = (
 class PostgresSettlements:
     def __init__(self, engine: AsyncEngine, *, max_batch: int = 256, max_delay: float = 0.0) -> None:
         self._engine = engine
-        self._group: GroupCommit[tuple[UsageRecord, OutboxMessage]] = GroupCommit(
+        self._group: GroupCommit[tuple[UsageRecord, tuple[OutboxMessage, ...]]] = GroupCommit(
             self._write, max_batch=max_batch, max_delay=max_delay
         )
         self._conn: AsyncConnection | None = None
@@ -65,23 +66,25 @@ class PostgresSettlements:
         """Transactions committed or attempted so far."""
         return self._group.batches
 
-    async def settle(self, record: UsageRecord, event: DomainEvent) -> None:
-        message = encode_event(event, inject_headers())
+    async def settle(self, record: UsageRecord, *events: DomainEvent) -> None:
+        headers = inject_headers()
+        messages = tuple(encode_event(event, headers) for event in events)
         try:
-            await self._group.submit((record, message))
+            await self._group.submit((record, messages))
         except GroupCommitFailed as exc:
             cause = exc.__cause__
             if isinstance(cause, DatabaseUnavailable):
                 raise DatabaseUnavailable(cause.message) from cause
             raise DatabaseUnavailable(f"usage could not be recorded: {exc}") from cause
 
-    async def _write(self, batch: Sequence[tuple[UsageRecord, OutboxMessage]]) -> None:
+    async def _write(self, batch: Sequence[tuple[UsageRecord, tuple[OutboxMessage, ...]]]) -> None:
         args: list[Any] = [[getattr(record, name) for record, _ in batch] for name, _ in _USAGE_COLUMNS]
+        messages = [m for _, ms in batch for m in ms]
         args += [
-            [m.event_id for _, m in batch],
-            [m.subject for _, m in batch],
-            [m.payload for _, m in batch],
-            [_ENCODER.encode(m.headers).decode() for _, m in batch],
+            [m.event_id for m in messages],
+            [m.subject for m in messages],
+            [m.payload for m in messages],
+            [_ENCODER.encode(m.headers).decode() for m in messages],
         ]
         try:
             async with translate_errors("settle"):

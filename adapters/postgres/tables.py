@@ -161,6 +161,9 @@ usage_records = sa.Table(
     sa.Column("finish_reason", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("conversation_id", sa.Text, nullable=True),
+    # revision 0007: the principal (user, and API key when it called with one)
+    sa.Column("user_id", sa.Text, nullable=True),
+    sa.Column("api_key_id", sa.Text, nullable=True),
     sa.Index("ix_usage_records_tenant_created", "tenant_id", "created_at"),
 )
 

@@ -86,8 +86,8 @@ class MeteredSettlements:
         self._inner = inner
         self._metrics = metrics
 
-    async def settle(self, record: UsageRecord, event: DomainEvent) -> None:
-        await self._inner.settle(record, event)
+    async def settle(self, record: UsageRecord, *events: DomainEvent) -> None:
+        await self._inner.settle(record, *events)
         self._metrics.observe_usage(
             record.provider, record.model, record.input_tokens, record.output_tokens, record.cost_micros
         )

@@ -180,6 +180,7 @@ def decode_parameters(params: pb.ChatParameters, prefix: str = "parameters") -> 
             parallel_tool_calls=params.parallel_tool_calls if params.HasField("parallel_tool_calls") else None,
             response_format=response_format,
             provider=params.provider or None,
+            memory=params.memory if params.HasField("memory") else None,
         )
     except InvalidRequest as exc:
         if not messages and problems:  # every message was rejected above; "at least one" adds nothing
@@ -201,6 +202,9 @@ def encode_metadata(meta: ResponseMetadata | None) -> pb.ResponseMetadata | None
     return pb.ResponseMetadata(
         request_id=meta.request_id, provider=meta.provider, model=meta.model,
         latency_ms=meta.latency_ms, cost_micros=meta.cost_micros, provider_label=meta.provider_label,
+        requested=meta.requested, strategy=meta.strategy, fallbacks_tried=meta.fallbacks_tried,
+        attempts=meta.attempts, stepped_down_from=meta.stepped_down_from, estimate_micros=meta.estimate_micros,
+        hedged=meta.hedged, notes=meta.notes,
     )
 
 

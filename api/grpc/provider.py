@@ -1,5 +1,7 @@
 """``ProviderService``: thin servicer over ``RegistryAdmin`` and the replica's ``HealthMonitor``
-(decode, call one use case, encode). Domain errors become statuses in the edge interceptor."""
+(decode, authorize, call one use case, encode). Domain errors become statuses in the edge
+interceptor. Any principal may read the registry; changing it (it serves every tenant) takes an
+admin of the platform tenant (``api.auth.require_platform_admin``)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from lumina.v1 import provider_pb2 as pb
 from lumina.v1 import provider_pb2_grpc
 
+from api.auth import require_platform_admin
 from application.health import HealthMonitor
 from application.registry import ProviderView, RegistryAdmin
 from domain.cost import Price
@@ -109,9 +112,13 @@ def _point_out(point: PricePoint) -> pb.Price:
 
 
 class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
-    def __init__(self, *, admin: RegistryAdmin, health: HealthMonitor | None = None) -> None:
+    def __init__(self, *, admin: RegistryAdmin, health: HealthMonitor | None = None, platform_tenant: str) -> None:
         self._admin = admin
         self._health = health
+        self._platform = platform_tenant
+
+    def _writer(self, action: str) -> None:
+        require_platform_admin(self._platform, action)
 
     async def ListProviders(self, request: pb.ListProvidersRequest, context: grpc.aio.ServicerContext) -> pb.ListProvidersResponse:  # noqa: N802
         return pb.ListProvidersResponse(providers=[encode_provider(v) for v in await self._admin.list_providers()])
@@ -120,12 +127,14 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
         return pb.GetProviderResponse(provider=encode_provider(await self._admin.get_provider(request.name)))
 
     async def PutProvider(self, request: pb.PutProviderRequest, context: grpc.aio.ServicerContext) -> pb.PutProviderResponse:  # noqa: N802
+        self._writer("change a provider")
         p = request.provider
         spec = ProviderSpec(p.name, _kind_in(p.kind), base_url=p.base_url or None, label=p.label, enabled=p.enabled)
         key = request.api_key if request.HasField("api_key") else None
         return pb.PutProviderResponse(provider=encode_provider(await self._admin.put_provider(spec, key)))
 
     async def DeleteProvider(self, request: pb.DeleteProviderRequest, context: grpc.aio.ServicerContext) -> pb.DeleteProviderResponse:  # noqa: N802
+        self._writer("delete a provider")
         await self._admin.delete_provider(request.name)
         return pb.DeleteProviderResponse()
 
@@ -134,6 +143,7 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
         return pb.ListModelsResponse(models=[encode_model(m) for m in models])
 
     async def PutModel(self, request: pb.PutModelRequest, context: grpc.aio.ServicerContext) -> pb.PutModelResponse:  # noqa: N802
+        self._writer("change a model")
         effective = None
         if request.model.price.HasField("effective_from"):
             effective = request.model.price.effective_from.ToDatetime(tzinfo=UTC)
@@ -141,6 +151,7 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
         return pb.PutModelResponse(model=encode_model(stored))
 
     async def DeleteModel(self, request: pb.DeleteModelRequest, context: grpc.aio.ServicerContext) -> pb.DeleteModelResponse:  # noqa: N802
+        self._writer("delete a model")
         await self._admin.delete_model(request.name)
         return pb.DeleteModelResponse()
 
@@ -148,6 +159,7 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
         return pb.ListModelPricesResponse(prices=[_point_out(p) for p in await self._admin.price_history(request.name)])
 
     async def DiscoverModels(self, request: pb.DiscoverModelsRequest, context: grpc.aio.ServicerContext) -> pb.DiscoverModelsResponse:  # noqa: N802
+        self._writer("discover models")
         return pb.DiscoverModelsResponse(models=[encode_model(m) for m in await self._admin.discover(request.provider)])
 
     async def ListModelHealth(self, request: pb.ListModelHealthRequest, context: grpc.aio.ServicerContext) -> pb.ListModelHealthResponse:  # noqa: N802

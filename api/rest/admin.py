@@ -6,7 +6,10 @@ errors as problem+json (the app's exception handlers). API keys are write-only: 
 Model names may contain ``/`` (``meta-llama/Llama-3-8B`` from a local server), so model routes take
 the rest of the path as the name: ``/admin/models/meta-llama/Llama-3-8B``. Price history is at
 ``/admin/prices/{model}``; ``/admin/models/{model}/prices`` still works (a GET whose path ends in
-``/prices`` asks for the history of the model before it)."""
+``/prices`` asks for the history of the model before it).
+
+Any principal may read; every other method takes an admin of the platform tenant (the registry
+serves every tenant): a guard on the router checks it before the handler runs."""
 
 from __future__ import annotations
 
@@ -14,8 +17,11 @@ from datetime import datetime
 
 import msgspec
 from litestar import Router, delete, get, post, put
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, FromQuery, JSONBody
 
+from api.auth import require_platform_admin
 from application.health import HealthMonitor
 from application.registry import ProviderView, RegistryAdmin
 from domain.cost import Price
@@ -102,7 +108,14 @@ def _model_name(path: str) -> str:
     return path.lstrip("/")
 
 
-def create_admin_router(admin: RegistryAdmin, health: HealthMonitor | None = None) -> Router:
+_READS = frozenset({"GET", "HEAD"})
+
+
+def create_admin_router(admin: RegistryAdmin, health: HealthMonitor | None = None, *, platform_tenant: str) -> Router:
+    def writers_are_platform_admins(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+        if connection.scope.get("method", "GET") not in _READS:
+            require_platform_admin(platform_tenant, "change the provider registry")
+
     @get("/providers")
     async def list_providers() -> list[ProviderView]:
         return await admin.list_providers()
@@ -171,6 +184,7 @@ def create_admin_router(admin: RegistryAdmin, health: HealthMonitor | None = Non
 
     return Router(
         path="/admin",
+        guards=[writers_are_platform_admins],
         route_handlers=[
             list_providers, get_provider, put_provider, delete_provider, discover,
             list_models, get_model, put_model, delete_model, model_prices, model_health,

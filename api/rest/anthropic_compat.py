@@ -16,13 +16,21 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 import structlog
-from litestar import Controller, Request, Response, post
+from litestar import Controller, MediaType, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.params import JSONBody
+from litestar.params import HeaderParameter, JSONBody
 from litestar.response import Stream
 
+from api.auth import current_principal
 from api.errors import map_error
+from api.rest.chat_options import (
+    CONVERSATION_HEADER,
+    MEMORY_HEADER,
+    conversation_option,
+    memory_option,
+)
+from api.rest.openai_compat import chat_headers, route_summary
 from api.rest.problems import retry_after_header
 from application.chat import CompleteChat, StreamChat
 from domain.chat import (
@@ -138,7 +146,7 @@ class AnthropicMessagesRequest(msgspec.Struct, forbid_unknown_fields=False):
     tools: list[AnthropicTool] | None = None
     tool_choice: AnthropicToolChoice | None = None
 
-    def to_domain(self) -> ChatRequest:
+    def to_domain(self, memory_header: str | None = None, conversation_header: str | None = None) -> ChatRequest:
         messages: list[ChatMessage] = []
         system = _text_of(self.system)
         if system:
@@ -168,6 +176,8 @@ class AnthropicMessagesRequest(msgspec.Struct, forbid_unknown_fields=False):
             tools=tuple(Tool(t.name, t.description, t.input_schema) for t in self.tools or ()),
             tool_choice=choice,
             parallel_tool_calls=parallel,
+            conversation_id=conversation_option(conversation_header),
+            memory=memory_option(memory_header),
         )
 
 
@@ -208,6 +218,8 @@ def _domain(_: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
     headers = None
     if isinstance(exc, RateLimited) and exc.retry_after is not None:
         headers = {"retry-after": retry_after_header(exc.retry_after)}
+    if status == 401:
+        headers = {"www-authenticate": 'Bearer realm="lumina"'}
     return _anthropic_error(status, error_type(exc, status), exc.message, headers)
 
 
@@ -264,12 +276,14 @@ class AnthropicController(Controller):
         data: JSONBody[AnthropicMessagesRequest],
         stream_chat: NamedDependency[StreamChat],
         complete_chat: NamedDependency[CompleteChat],
-        tenant_id: NamedDependency[str],
+        memory_header: Annotated[str | None, HeaderParameter(name=MEMORY_HEADER)] = None,
+        conversation_header: Annotated[str | None, HeaderParameter(name=CONVERSATION_HEADER)] = None,
     ) -> Any:
-        chat = data.to_domain()
+        chat = data.to_domain(memory_header, conversation_header)
+        principal = current_principal()
         message_id = f"msg_{uuid.uuid4().hex}"
         if not data.stream:
-            answer = await complete_chat(tenant_id, chat)
+            answer = await complete_chat(principal, chat)
             meta = answer.finish.metadata
             content: list[dict[str, Any]] = []
             if answer.text or not answer.tool_calls:
@@ -279,7 +293,7 @@ class AnthropicController(Controller):
                  "input": _tool_input(c.arguments_fragment)}
                 for c in answer.tool_calls
             )
-            return {
+            body = {
                 "id": message_id,
                 "type": "message",
                 "role": "assistant",
@@ -294,12 +308,15 @@ class AnthropicController(Controller):
                     "cache_creation_input_tokens": 0,
                 },
                 "lumina": {"request_id": meta.request_id if meta else "", "provider": meta.provider if meta else "",
-                           "cost_micros": answer.cost_micros},
+                           "cost_micros": answer.cost_micros, **({"route": route_summary(meta)} if meta else {})},
             }
-        chunks = await stream_chat(tenant_id, chat)
+            headers = chat_headers(meta.provider if meta else "", meta.model if meta else "", answer.rate_limit)
+            return Response(body, media_type=MediaType.JSON, headers=headers)
+        chunks = await stream_chat(principal, chat)
         # the content-type header, not media_type: the handler's JSON media type would win over it
         return Stream(_render(chunks, message_id, data.model),
-                      headers={"cache-control": "no-cache", "content-type": "text/event-stream"})
+                      headers={"cache-control": "no-cache", "content-type": "text/event-stream",
+                               **chat_headers(chunks.provider, chunks.model, chunks.rate_limit)})
 
 
 async def _render(chunks: AsyncIterator[Any], message_id: str, model: str) -> AsyncIterator[bytes]:

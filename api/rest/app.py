@@ -1,4 +1,6 @@
-"""The backend's Litestar application: /healthz, /readyz, /metrics and the OpenAI-compatible edge."""
+"""The backend's Litestar application: /healthz, /readyz, /metrics, the OpenAI- and
+Anthropic-compatible edges and the AuthService mirror (/v1/auth/*), every other path behind the
+authentication middleware (api/rest/principal.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from opentelemetry.trace import SpanKind
 
 from adapters.telemetry.metrics import CONTENT_TYPE_LATEST, Metrics
 from adapters.telemetry.tracing import extract_context
+from api.auth import Authenticator, TrustedProxies
 from api.rest.anthropic_compat import AnthropicController
 from api.rest.openai_compat import (
     ChatEdge,
@@ -21,6 +24,7 @@ from api.rest.openai_compat import (
     ModelListing,
     OpenAIController,
 )
+from api.rest.principal import authentication_middleware
 from api.rest.problems import EXCEPTION_HANDLERS, problem
 from application.chat import CompleteChat, StreamChat
 from application.embeddings import EmbedTexts
@@ -66,10 +70,14 @@ def _telemetry_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
 
 
 def create_rest_app(
-    *, stream_chat: StreamChat, complete_chat: CompleteChat, tenant_id: str, metrics: Metrics, readiness: Readiness,
-    catalog: ModelListing | None = None, embed_texts: EmbedTexts | None = None,
-    model_health: ModelHealthView | None = None,
+    *, stream_chat: StreamChat, complete_chat: CompleteChat, metrics: Metrics, readiness: Readiness,
+    authenticator: Authenticator, catalog: ModelListing | None = None, embed_texts: EmbedTexts | None = None,
+    model_health: ModelHealthView | None = None, auth: Any = None, proxies: TrustedProxies | None = None,
 ) -> Litestar:
+    """``authenticator`` resolves every caller (api/auth.py); ``auth`` (api/grpc/auth.py's
+    ``AuthOperations``) serves /v1/auth/* when the backend has an identity module. ``proxies``:
+    who may forward a client's address (default: the identity module's setting, else loopback)."""
+    proxies = proxies or getattr(auth, "proxies", None)
     @get("/healthz", sync_to_thread=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -85,9 +93,14 @@ def create_rest_app(
     def prometheus() -> Response[bytes]:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    chat_edge = ChatEdge(stream=stream_chat, complete=complete_chat, tenant_id=tenant_id)
+    chat_edge = ChatEdge(stream=stream_chat, complete=complete_chat)
+    handlers: list[Any] = [healthz, readyz, prometheus, OpenAIController, AnthropicController]
+    if auth is not None:
+        from api.rest.auth import create_auth_router
+
+        handlers.append(create_auth_router(auth))
     return Litestar(
-        route_handlers=[healthz, readyz, prometheus, OpenAIController, AnthropicController],
+        route_handlers=handlers,
         dependencies={
             # POST /v1/chat/completions: one dependency (several would be resolved in a task group)
             "chat_edge": Provide(lambda: chat_edge, sync_to_thread=False),
@@ -96,10 +109,10 @@ def create_rest_app(
             "catalog": Provide(lambda: catalog, sync_to_thread=False),  # GET /v1/models
             "embed_texts": Provide(lambda: embed_texts, sync_to_thread=False),  # POST /v1/embeddings
             "model_health": Provide(lambda: model_health, sync_to_thread=False),  # health in GET /v1/models
-            "tenant_id": Provide(lambda: tenant_id, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[_telemetry_middleware(metrics)],
+        # telemetry outermost, so rejected requests are traced and counted too
+        middleware=[_telemetry_middleware(metrics), authentication_middleware(authenticator, proxies)],
         openapi_config=None,
         # Logging is configured once by the process (adapters.telemetry.logging). Litestar's default
         # would re-point the root logger at its own queue handler at INFO, so every upstream

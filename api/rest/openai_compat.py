@@ -19,11 +19,21 @@ from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 import msgspec
 from litestar import Controller, MediaType, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import JSONBody
+from litestar.params import HeaderParameter, JSONBody
 from litestar.response import Stream
 
+from api.auth import current_principal
+from api.rest.budgets import rate_limit_headers
+from api.rest.chat_options import (
+    CONVERSATION_HEADER,
+    MEMORY_HEADER,
+    LuminaOptions,
+    conversation_option,
+    memory_option,
+)
 from application.chat import CompleteChat, StreamChat
 from application.embeddings import EmbedTexts
+from domain.budgets import RateLimitStatus
 from domain.chat import (
     ChatMessage,
     ChatRequest,
@@ -36,6 +46,7 @@ from domain.chat import (
     ReasoningDelta,
     ResponseFormat,
     ResponseFormatKind,
+    ResponseMetadata,
     Role,
     TextDelta,
     TextPart,
@@ -69,13 +80,13 @@ class ModelHealthView(Protocol):
 
 
 class ChatEdge(msgspec.Struct, frozen=True):
-    """The chat use cases and tenant of ``POST /v1/chat/completions`` as ONE dependency: Litestar
-    resolves several independent dependencies of a handler concurrently in an anyio task group
-    (three tasks per request, ~5% of the backend's CPU at c64); one is resolved inline."""
+    """The chat use cases of ``POST /v1/chat/completions`` as ONE dependency: Litestar resolves
+    several independent dependencies of a handler concurrently in an anyio task group (three tasks
+    per request, ~5% of the backend's CPU at c64); one is resolved inline. The tenant is the
+    caller's principal's (``api.auth.current_principal()``)."""
 
     stream: StreamChat
     complete: CompleteChat
-    tenant_id: str
 
 
 # --- request bodies --------------------------------------------------------------------------
@@ -219,9 +230,11 @@ class OAChatRequest(msgspec.Struct, forbid_unknown_fields=False):
     response_format: OAResponseFormat | None = None
     stream_options: StreamOptions | None = None
     user: str | None = None
+    lumina: LuminaOptions | None = None  # Lumina's own options (api/rest/chat_options.py)
 
-    def to_domain(self) -> ChatRequest:
+    def to_domain(self, memory_header: str | None = None, conversation_header: str | None = None) -> ChatRequest:
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        options = self.lumina or LuminaOptions()
         return ChatRequest(
             messages=tuple(_message(m, i) for i, m in enumerate(self.messages)),
             model=self.model,
@@ -237,6 +250,8 @@ class OAChatRequest(msgspec.Struct, forbid_unknown_fields=False):
             tool_choice=_tool_choice(self.tool_choice),
             parallel_tool_calls=self.parallel_tool_calls,
             response_format=_response_format(self.response_format),
+            conversation_id=conversation_option(conversation_header, options.conversation_id),
+            memory=memory_option(memory_header, options.memory),
         )
 
 
@@ -310,6 +325,32 @@ class _ChoiceOut(msgspec.Struct, kw_only=True):
 class _LuminaOut(msgspec.Struct):
     provider: str
     cost_micros: int
+    route: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET  # how it was routed (route_summary)
+
+
+def route_summary(meta: ResponseMetadata) -> dict[str, Any]:
+    """The routing decision as the response body carries it (the ``lumina`` member)."""
+    out: dict[str, Any] = {
+        "request_id": meta.request_id, "provider": meta.provider, "model": meta.model,
+        "requested": meta.requested, "strategy": meta.strategy, "attempts": meta.attempts,
+        "fallbacks_tried": list(meta.fallbacks_tried), "estimate_micros": meta.estimate_micros,
+    }
+    if meta.stepped_down_from:
+        out["stepped_down_from"] = meta.stepped_down_from
+    if meta.hedged:
+        out["hedged"] = True
+    if meta.notes:
+        out["notes"] = meta.notes
+    return out
+
+
+def chat_headers(provider: str, model: str, rate_limit: RateLimitStatus | None) -> dict[str, str]:
+    """``x-lumina-route: <provider>/<model>`` (who serves the answer) and the ``x-ratelimit-*``
+    headers of the limits that applied."""
+    headers = rate_limit_headers(rate_limit)
+    if provider:
+        headers["x-lumina-route"] = f"{provider}/{model}"
+    return headers
 
 
 class _CompletionOut(msgspec.Struct, kw_only=True):
@@ -345,13 +386,16 @@ class OpenAIController(Controller):
         self,
         data: JSONBody[OAChatRequest],
         chat_edge: NamedDependency[ChatEdge | None] = None,
+        memory_header: Annotated[str | None, HeaderParameter(name=MEMORY_HEADER)] = None,
+        conversation_header: Annotated[str | None, HeaderParameter(name=CONVERSATION_HEADER)] = None,
     ) -> Any:
         if chat_edge is None:
             raise Unavailable("chat is not configured on this server")
-        chat = data.to_domain()
+        chat = data.to_domain(memory_header, conversation_header)
+        principal = current_principal()
         created = int(time.time())
         if not data.stream:
-            answer = await chat_edge.complete(chat_edge.tenant_id, chat)
+            answer = await chat_edge.complete(principal, chat)
             meta = answer.finish.metadata
             tool_calls: list[_ToolCallOut] | msgspec.UnsetType = msgspec.UNSET
             content: str | None = answer.text
@@ -368,12 +412,15 @@ class OpenAIController(Controller):
                 model=meta.model if meta else data.model,
                 choices=[_ChoiceOut(message=message, finish_reason=answer.finish.reason.value)],
                 usage=_usage(answer.usage),
-                lumina=_LuminaOut(meta.provider if meta else "", answer.cost_micros),
+                lumina=_LuminaOut(meta.provider if meta else "", answer.cost_micros,
+                                  route_summary(meta) if meta else msgspec.UNSET),
             )
-            return Response(_encoder.encode(body), media_type=MediaType.JSON)
-        chunks = await chat_edge.stream(chat_edge.tenant_id, chat)
+            headers = chat_headers(meta.provider, meta.model, answer.rate_limit) if meta else rate_limit_headers(answer.rate_limit)
+            return Response(_encoder.encode(body), media_type=MediaType.JSON, headers=headers)
+        chunks = await chat_edge.stream(principal, chat)
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
-        return Stream(_render(chunks, created, data.model, include_usage), headers={"cache-control": "no-cache"})
+        return Stream(_render(chunks, created, data.model, include_usage),
+                      headers={"cache-control": "no-cache", **chat_headers(chunks.provider, chunks.model, chunks.rate_limit)})
 
     @get("/models")
     async def list_models(
@@ -453,7 +500,10 @@ async def _render(chunks: AsyncIterator[Any], created: int, model: str, include_
                 case Finish(reason=reason, metadata=meta):
                     if meta is not None:
                         base = {**base, "id": f"chatcmpl-{meta.request_id}", "model": meta.model}
-                    yield _sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": reason.value}]})
+                    last = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": reason.value}]}
+                    if meta is not None:  # Lumina's extra member: how the answer was routed
+                        last["lumina"] = route_summary(meta)
+                    yield _sse(last)
                     if include_usage and usage is not None:
                         yield _sse({**base, "choices": [], "usage": _usage(usage.usage)})
                 case ErrorChunk(code=code, message=message):

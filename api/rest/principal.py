@@ -18,7 +18,15 @@ from typing import Any
 import msgspec
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from api.auth import Authenticator, TrustedProxies, client_var, is_public_path, principal_var
+from api.auth import (
+    ENROLMENT_HTTP_PATHS,
+    Authenticator,
+    TrustedProxies,
+    client_var,
+    enrolment_options,
+    is_public_path,
+    principal_var,
+)
 from api.errors import map_error
 from domain.errors import DomainError
 from domain.identity import InvalidCredentials, SessionExpired
@@ -89,7 +97,10 @@ def authentication_middleware(
                 await app(scope, receive, send)
                 return
             try:
-                principal = await authenticator.authenticate(_credential(scope.get("headers", ())), client=client_var.get())
+                principal = await authenticator.authenticate(
+                    _credential(scope.get("headers", ())), client=client_var.get(),
+                    **enrolment_options(scope["path"].rstrip("/") in ENROLMENT_HTTP_PATHS),
+                )
             except SessionExpired as exc:
                 await _reject(scope, send, InvalidCredentials(exc.reason))
                 return

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from playwright.async_api import Browser, Page, Playwright
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 __all__ = [
     "ARTIFACTS",
@@ -18,6 +19,9 @@ __all__ = [
     "chat_in_console",
     "launch_chromium",
     "screenshot",
+    "sign_in",
+    "sign_out",
+    "sign_up",
 ]
 
 CHROMIUM = "/usr/bin/chromium"
@@ -74,6 +78,46 @@ async def chat_in_console(
     if failure:
         raise ConsoleError(failure)
     return await turn.locator(".answer").inner_text()
+
+
+async def sign_up(
+    page: Page, console_url: str, *, organisation: str, email: str, password: str, display_name: str = ""
+) -> str:
+    """Create an organisation from the console's sign-up page; returns its tenant id (shown on the
+    account page the console lands on)."""
+    await page.goto(console_url.rstrip("/") + "/signup")
+    await page.locator("#organisation").fill(organisation)
+    await page.locator("#email").fill(email)
+    await page.locator("#display_name").fill(display_name)
+    await page.locator("#password").fill(password)
+    await page.locator("#confirm").fill(password)
+    await page.locator("#sign-up").click()
+    await _settle(page, "**/account?notice=welcome")
+    return (await page.locator("#profile-tenant").inner_text()).strip()
+
+
+async def sign_in(page: Page, console_url: str, *, tenant: str, email: str, password: str, landing: str = "**/chat") -> None:
+    """Sign in with a password from the console's login page (no second factor)."""
+    await page.goto(console_url.rstrip("/") + "/login")
+    await page.locator("#tenant").fill(tenant)
+    await page.locator("#email").fill(email)
+    await page.locator("#password").fill(password)
+    await page.locator("#sign-in").click()
+    await _settle(page, landing)
+
+
+async def sign_out(page: Page) -> None:
+    await page.locator("#sign-out").click()
+    await _settle(page, "**/login?notice=signed_out")
+
+
+async def _settle(page: Page, url_glob: str) -> None:
+    """Wait for ``url_glob``; if an error is shown instead, fail with its text."""
+    try:
+        await page.wait_for_url(url_glob, timeout=15_000)
+    except PlaywrightTimeout:
+        shown = await page.locator("[role=alert]:not([hidden])").all_inner_texts()
+        raise ConsoleError(f"expected {url_glob}, at {page.url}: {' | '.join(shown) or 'no message'}") from None
 
 
 async def screenshot(page: Page, name: str) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import secrets
 import signal
 import subprocess
 import sys
@@ -47,6 +48,19 @@ class Platform:
     def sim_url(self) -> str:
         return f"http://127.0.0.1:{self.sim_port}/v1"
 
+    @property
+    def api_key(self) -> str:
+        """The administrator's key, stored by the first start from LUMINA_BOOTSTRAP_API_KEY."""
+        return self.env["LUMINA_BOOTSTRAP_API_KEY"]
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.api_key}"),)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key}"}
+
     def log(self, name: str) -> str:
         path = self.data_dir / "logs" / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -60,6 +74,8 @@ def platform_env(data_dir: Path, **extra: str) -> dict[str, str]:
         LUMINA_HTTP_PORT=str(free_port()),
         LUMINA_WEB_PORT=str(free_port()),
         LUMINA_SIM_PORT=str(free_port()),
+        # scripts and CI call a fresh platform at once with this key (the first start stores it)
+        LUMINA_BOOTSTRAP_API_KEY=f"lum_{secrets.token_hex(6)}_{secrets.token_urlsafe(24)}",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

@@ -55,7 +55,7 @@ def request(content: str = PROMPT, **params: object) -> pb.StreamCompleteRequest
 async def stream(platform: Platform, req: pb.StreamCompleteRequest, metadata=()) -> tuple[list, list[float]]:  # type: ignore[no-untyped-def]
     chunks, arrivals = [], []
     async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
-        async for chunk in chat_pb2_grpc.ChatServiceStub(channel).StreamComplete(req, metadata=metadata):
+        async for chunk in chat_pb2_grpc.ChatServiceStub(channel).StreamComplete(req, metadata=(*platform.metadata, *metadata)):
             chunks.append(chunk)
             arrivals.append(time.perf_counter())
     return chunks, arrivals
@@ -65,6 +65,21 @@ def sim_answer(platform: Platform, content: str = PROMPT) -> str:
     client = openai.OpenAI(base_url=platform.sim_url, api_key="direct")
     reply = client.chat.completions.create(model="sim-small", messages=[{"role": "user", "content": content}])
     return reply.choices[0].message.content or ""
+
+
+async def test_the_bootstrap_key_is_stored_at_first_start_and_calls_without_it_are_refused(platform: Platform) -> None:
+    out = "\n".join(platform.lines)
+    assert "admin:       admin@localhost" in out and "LUMINA_BOOTSTRAP_API_KEY is its API key" in out
+    assert platform.api_key not in out and platform.api_key not in platform.log("backend")
+    with httpx.Client(base_url=platform.http_url) as http:
+        refused = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": PROMPT}]})
+        assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+        assert refused.json()["detail"] == "invalid credentials"
+        assert http.get("/v1/models", headers=platform.headers).status_code == 200
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
+            await chat_pb2_grpc.ChatServiceStub(channel).Complete(pb.CompleteRequest(parameters=request().parameters))
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_startup_prints_every_url_and_ready(platform: Platform) -> None:
@@ -104,11 +119,15 @@ async def test_grpc_stream_returns_the_simulated_answer_incrementally_and_record
         engine = create_async_engine(database_url)
         async with engine.connect() as conn:
             row = (await conn.execute(
-                text("SELECT provider, model, input_tokens, output_tokens, cost_micros, conversation_id FROM usage_records WHERE request_id = :id"),
+                text("SELECT provider, model, input_tokens, output_tokens, cost_micros, conversation_id, user_id, api_key_id"
+                 " FROM usage_records WHERE request_id = :id"),
                 {"id": finish.metadata.request_id},
             )).one()
+            key = (await conn.execute(text("SELECT id, user_id FROM api_keys WHERE prefix = :p"),
+                                      {"p": platform.api_key.split("_")[1]})).one()
         await engine.dispose()
-        assert tuple(row) == ("simulator", "sim-small", usage.input_tokens, usage.output_tokens, usage.cost_micros, "conv-1")
+        assert tuple(row) == ("simulator", "sim-small", usage.input_tokens, usage.output_tokens, usage.cost_micros, "conv-1",
+                              key.user_id, key.id)  # the bootstrap key's admin called
 
         deadline = time.monotonic() + 15
         event = None
@@ -134,7 +153,8 @@ async def test_grpc_stream_returns_the_simulated_answer_incrementally_and_record
 async def test_complete_returns_the_same_answer_as_the_stream(platform: Platform) -> None:
     async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
         reply = await chat_pb2_grpc.ChatServiceStub(channel).Complete(
-            pb.CompleteRequest(parameters=request().parameters)
+            # memory off: the turns before this one would be recalled into the prompt
+            pb.CompleteRequest(parameters=request(memory=False).parameters), metadata=platform.metadata
         )
     assert reply.text == sim_answer(platform)
     assert reply.metadata.provider == "simulator" and reply.usage.output_tokens > 0
@@ -146,8 +166,11 @@ async def test_typed_python_client_sdk_streams(platform: Platform) -> None:
 
     channel = Channel("127.0.0.1", platform.grpc_port)
     try:
-        req = StreamCompleteRequest(parameters=ChatParameters(messages=[ChatMessage(role=Role.USER, content=PROMPT)]))
-        texts = [c.text_delta.text async for c in ChatServiceStub(channel).stream_complete(req) if c.text_delta]
+        req = StreamCompleteRequest(  # memory off: earlier turns with this prompt would be recalled
+            parameters=ChatParameters(messages=[ChatMessage(role=Role.USER, content=PROMPT)], memory=False)
+        )
+        stream = ChatServiceStub(channel).stream_complete(req, metadata=dict(platform.metadata))
+        texts = [c.text_delta.text async for c in stream if c.text_delta]
     finally:
         channel.close()
     assert "".join(texts) == sim_answer(platform)
@@ -157,7 +180,7 @@ async def test_invalid_grpc_requests_get_invalid_argument_with_field_details(pla
     async with grpc.aio.insecure_channel(platform.grpc_target) as channel:
         stub = chat_pb2_grpc.ChatServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.Complete(pb.CompleteRequest(parameters=pb.ChatParameters(temperature=9)))
+            await stub.Complete(pb.CompleteRequest(parameters=pb.ChatParameters(temperature=9)), metadata=platform.metadata)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         status = rpc_status.from_call(info.value)
         bad = error_details_pb2.BadRequest()
@@ -167,26 +190,30 @@ async def test_invalid_grpc_requests_get_invalid_argument_with_field_details(pla
 
         raw = channel.unary_unary("/lumina.v1.ChatService/Complete")
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await raw(b"\xff\xff\xff garbage")
+            await raw(b"\xff\xff\xff garbage", metadata=platform.metadata)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "malformed" in (info.value.details() or "")
 
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            async for _ in stub.StreamComplete(request(model="no-such-model")):
+            async for _ in stub.StreamComplete(request(model="no-such-model"), metadata=platform.metadata):
                 pass
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_openai_sdk_against_lumina_stream_and_not(platform: Platform) -> None:
-    client = openai.OpenAI(base_url=f"{platform.http_url}/v1", api_key="unused")
+    client = openai.OpenAI(base_url=f"{platform.http_url}/v1", api_key=platform.api_key)
     expected = sim_answer(platform)
-    reply = client.chat.completions.create(model="sim-small", messages=[{"role": "user", "content": PROMPT}])
+    off = {"x-lumina-memory": "off"}  # earlier turns with this prompt would be recalled into it
+    reply = client.chat.completions.create(
+        model="sim-small", messages=[{"role": "user", "content": PROMPT}], extra_headers=off
+    )
     assert reply.choices[0].message.content == expected
     assert reply.usage is not None and reply.usage.completion_tokens > 0
     parts = []
     usage = None
     for chunk in client.chat.completions.create(
-        model="sim-small", messages=[{"role": "user", "content": PROMPT}], stream=True, stream_options={"include_usage": True}
+        model="sim-small", messages=[{"role": "user", "content": PROMPT}], stream=True, stream_options={"include_usage": True},
+        extra_body={"lumina": {"memory": False}},
     ):
         if chunk.choices and chunk.choices[0].delta.content:
             parts.append(chunk.choices[0].delta.content)
@@ -197,7 +224,7 @@ def test_openai_sdk_against_lumina_stream_and_not(platform: Platform) -> None:
 
 
 def test_rest_errors_are_problem_json_and_health_and_metrics_answer(platform: Platform) -> None:
-    with httpx.Client(base_url=platform.http_url) as http:
+    with httpx.Client(base_url=platform.http_url, headers=platform.headers) as http:
         bad = http.post("/v1/chat/completions", content=b"{not json")
         assert bad.status_code == 400 and bad.headers["content-type"].startswith("application/problem+json")
         assert bad.json()["status"] == 400
@@ -219,12 +246,21 @@ def test_rest_errors_are_problem_json_and_health_and_metrics_answer(platform: Pl
 async def test_console_streams_the_same_answer_in_chromium(platform: Platform) -> None:
     from playwright.async_api import async_playwright
 
-    from tests.e2e.browser import chat_in_console, launch_chromium, screenshot
+    from tests.e2e.browser import chat_in_console, launch_chromium, screenshot, sign_in, sign_out, sign_up
 
     async with async_playwright() as pw:
         browser = await launch_chromium(pw)
         try:
-            page = await browser.new_page(viewport={"width": 1100, "height": 760})
+            context = await browser.new_context(viewport={"width": 1100, "height": 760})
+            page = await context.new_page()
+            # an unauthenticated visit goes to the login page; a new organisation signs up there
+            await page.goto(platform.console_url + "/chat")
+            assert page.url.startswith(platform.console_url + "/login?next=")
+            password = "violet-harbour-lantern-42"
+            tenant = await sign_up(page, platform.console_url, organisation="E2E Org", email="e2e@example.com",
+                                   password=password, display_name="E2E")
+            await sign_out(page)
+            await sign_in(page, platform.console_url, tenant=tenant, email="e2e@example.com", password=password)
             answer = await chat_in_console(page, platform.console_url, PROMPT)
             meta = await page.locator("article.msg.assistant .meta").last.inner_text()
             await screenshot(page, "e2e-console-chat")

@@ -15,16 +15,17 @@ import pytest
 from lumina.v1 import chat_pb2 as pb
 from lumina.v1 import chat_pb2_grpc
 
-from tests.e2e.platform import ROOT, lumina_up, platform_env
+from tests.e2e.platform import ROOT, Platform, lumina_up, platform_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def _chat(target: str) -> pb.CompleteResponse:
-    with grpc.insecure_channel(target) as channel:
+def _chat(platform: Platform) -> pb.CompleteResponse:
+    with grpc.insecure_channel(platform.grpc_target) as channel:
         return chat_pb2_grpc.ChatServiceStub(channel).Complete(
-            pb.CompleteRequest(parameters=pb.ChatParameters(messages=[pb.ChatMessage(role=pb.ROLE_USER, content="hi")])),
-            timeout=30,
+            # memory off: the second start would recall the first start's turn into the prompt
+            pb.CompleteRequest(parameters=pb.ChatParameters(messages=[pb.ChatMessage(role=pb.ROLE_USER, content="hi")], memory=False)),
+            timeout=30, metadata=platform.metadata,  # LUMINA_BOOTSTRAP_API_KEY, stored by the first start
         )
 
 
@@ -71,7 +72,8 @@ def test_embedded_default_starts_stops_cleanly_and_reuses_its_data(tmp_path: Pat
     with lumina_up(env) as first:
         assert "starting embedded Postgres + pgvector" in "\n".join(first.lines)
         assert "NATS JetStream: nats://127.0.0.1:" in "\n".join(first.lines)
-        reply = _chat(first.grpc_target)
+        assert "Redis:       redis://127.0.0.1:" in "\n".join(first.lines)
+        reply = _chat(first)
         assert reply.metadata.provider == "simulator" and reply.text
         children = _children_of(first.process.pid)
         assert len(children) >= 4  # simulator, backend, worker, console
@@ -81,7 +83,7 @@ def test_embedded_default_starts_stops_cleanly_and_reuses_its_data(tmp_path: Pat
     assert _usage_rows(data) == 1
 
     with lumina_up(env) as second:
-        assert _chat(second.grpc_target).text == reply.text  # deterministic simulator
+        assert _chat(second).text == reply.text  # deterministic simulator; the same key (stored once)
     assert second.process.returncode == 0
     assert _usage_rows(data) == 2  # the second start used the same database
 

@@ -16,7 +16,8 @@ from adapters.providers.anthropic import AnthropicProvider
 from api.bootstrap import Backend, build_backend
 from api.settings import load_settings
 from domain.cost import Price
-from domain.registry import ModelRoute, ProviderKind, ProviderSpec
+from domain.registry import ModelCapabilities, ModelRoute, ProviderKind, ProviderSpec
+from tests.unit.auth_fakes import KEY, authenticator
 from tests.unit.fakes import FakeUnitOfWorkFactory
 from tools.provider_sim.testing import running_simulator
 
@@ -36,10 +37,12 @@ async def start_backend(sim: str, headers: dict[str, str] | None = None) -> tupl
     provider = AnthropicProvider("claude", api_key="sk-ant-sim", base_url=sim, default_headers=headers, timeout=10)
     seed = (
         [ProviderSpec("claude", ProviderKind.ANTHROPIC, label="simulated")],
-        [ModelRoute("claude-sim", "claude", "sim-small", Price(1, 2), is_default=True)],
+        [ModelRoute("claude-sim", "claude", "sim-small", Price(1, 2), is_default=True,
+                    capabilities=ModelCapabilities(tools=True))],  # routing admits tool requests to it
     )
     uow = FakeUnitOfWorkFactory()
-    backend = build_backend(load_settings({}, tenant_id="acme"), uow=uow, providers=[provider], seed=seed)
+    backend = build_backend(load_settings({}, tenant_id="acme"), uow=uow, providers=[provider], seed=seed,
+                            authenticator=authenticator("acme"))
     await backend.start(grpc_port=0, http_port=0)
     return backend, uow
 
@@ -59,7 +62,7 @@ async def backends() -> AsyncIterator:
 
 
 def sdk(root: str) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(api_key="lumina-client-key", base_url=root, max_retries=0)
+    return anthropic.AsyncAnthropic(api_key=KEY, base_url=root, max_retries=0)  # sent as x-api-key
 
 
 async def test_non_stream_message_through_the_sdk(backends, sim: str) -> None:
@@ -107,7 +110,8 @@ async def test_tool_use_stream_and_second_turn(backends, sim: str) -> None:
 async def test_thinking_is_streamed_as_a_thinking_block(backends, sim: str) -> None:
     provider = AnthropicProvider("claude", api_key="k", base_url=sim, thinking_budget_tokens=64)
     seed = ([ProviderSpec("claude", ProviderKind.ANTHROPIC)], [ModelRoute("claude-sim", "claude", "sim-small", is_default=True)])
-    backend = build_backend(load_settings({}), uow=FakeUnitOfWorkFactory(), providers=[provider], seed=seed)
+    backend = build_backend(load_settings({}), uow=FakeUnitOfWorkFactory(), providers=[provider], seed=seed,
+                            authenticator=authenticator())
     await backend.start(grpc_port=0, http_port=0)
     try:
         async with sdk(f"http://127.0.0.1:{backend.http_port}") as client:
@@ -143,7 +147,7 @@ async def test_errors_are_anthropic_error_bodies(backends, sim: str, fault, stat
 
 async def test_bad_requests_are_anthropic_errors_too(backends, sim: str) -> None:
     root, _ = await backends(sim)
-    async with httpx.AsyncClient(base_url=root) as http:
+    async with httpx.AsyncClient(base_url=root, headers={"x-api-key": KEY}) as http:
         r = await http.post("/v1/messages", json={"model": "claude-sim", "messages": USER})  # no max_tokens
         assert r.status_code == 400 and r.json()["type"] == "error"
         assert r.json()["error"]["type"] == "invalid_request_error" and "max_tokens" in r.json()["error"]["message"]
@@ -154,8 +158,8 @@ async def test_bad_requests_are_anthropic_errors_too(backends, sim: str) -> None
 async def test_raw_sse_event_names_in_order(backends, sim: str) -> None:
     root, _ = await backends(sim, {"x-sim-chunks": "2"})
     body = {"model": "claude-sim", "max_tokens": 50, "stream": True, "messages": USER}
-    async with httpx.AsyncClient(base_url=root) as http:
-        async with http.stream("POST", "/v1/messages", json=body, headers={"x-api-key": "k"}) as r:
+    async with httpx.AsyncClient(base_url=root, headers={"x-api-key": KEY}) as http:
+        async with http.stream("POST", "/v1/messages", json=body) as r:
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
             raw = (await r.aread()).decode()
     events = [block.splitlines() for block in raw.strip().split("\n\n")]

@@ -516,3 +516,135 @@ async def test_passkeys_are_listed_and_removed_and_login_options_answer_over_res
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await auth_call(platform, "DeletePasskey", apb.DeletePasskeyRequest(id=via_grpc.passkeys[0].id), token)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _reason(error: grpc.aio.AioRpcError) -> str:
+    from google.rpc import error_details_pb2, status_pb2
+
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return info.reason
+    return ""
+
+
+async def test_sessions_are_listed_and_ended_by_their_user_and_by_an_admin_over_grpc_and_rest(platform: Platform) -> None:
+    """ASVS V7.5.2 and V7.4.5 at the edges: ListSessions / EndSession / EndUserSessions and their
+    REST mirror under /v1/auth/sessions, each leaving an audit event."""
+    email = f"sam-{uuid.uuid4().hex[:6]}@example.com"
+    ctx = platform.backend.identity.ctx
+    await RegisterUser(ctx)(platform.tenant, email, "Sam", PASSWORD, Role.MEMBER)
+    login = apb.LoginRequest(tenant_id=platform.tenant, email=email, password=PASSWORD)
+    tokens = [(await auth_call(platform, "Login", login)).session.token for _ in range(3)]
+    mark = await platform.outbox_mark()
+    listed = await auth_call(platform, "ListSessions", apb.ListSessionsRequest(), tokens[2])
+    assert len(listed.sessions) == 3 and [s.current for s in listed.sessions].count(True) == 1
+    current = next(s for s in listed.sessions if s.current)
+    assert current.assurance_level == 1 and current.created_at.seconds > 0 and current.last_seen_at.seconds > 0
+    assert all(t not in str(listed) for t in tokens)  # never a token
+    first = next(s.id for s in listed.sessions if not s.current)
+    await auth_call(platform, "EndSession", apb.EndSessionRequest(id=first), tokens[2])
+    alive = []
+    for token in tokens[:2]:
+        try:
+            await auth_call(platform, "WhoAmI", apb.WhoAmIRequest(), token)
+            alive.append(token)
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert len(alive) == 1
+    async with httpx.AsyncClient(base_url=platform.http) as http:
+        rest = (await http.get("/v1/auth/sessions", headers=hdrs(alive[0]))).json()["sessions"]
+        assert len(rest) == 2 and [s.get("current", False) for s in rest].count(True) == 1
+        other = next(s["id"] for s in rest if not s.get("current"))
+        # another user (the admin's key) cannot end it: NotFound, like an unknown id
+        assert (await http.delete(f"/v1/auth/sessions/{other}", headers=hdrs(platform.key))).status_code == 404
+        assert (await http.delete(f"/v1/auth/sessions/{other}", headers=hdrs(alive[0]))).status_code == 200
+        assert (await http.get("/v1/auth/whoami", headers=hdrs(tokens[2]))).status_code == 401
+        assert (await http.get("/v1/auth/sessions", headers=hdrs(alive[0]))).json()["sessions"][0]["current"] is True
+        # a member may not end another user's sessions; the tenant's admin may
+        me = (await http.get("/v1/auth/whoami", headers=hdrs(alive[0]))).json()["principal"]
+        admin = (await http.get("/v1/auth/whoami", headers=hdrs(platform.key))).json()["principal"]
+        refused = await http.delete(f"/v1/auth/sessions/users/{admin['user_id']}", headers=hdrs(alive[0]))
+        assert refused.status_code == 403
+        fresh = (await auth_call(platform, "Login", login)).session.token
+        ended = await http.delete(f"/v1/auth/sessions/users/{me['user_id']}", headers=hdrs(platform.key))
+        assert ended.status_code == 200 and ended.json()["ended"] == 2
+        for token in (alive[0], fresh):
+            assert (await http.get("/v1/auth/whoami", headers=hdrs(token))).status_code == 401
+        assert (await http.delete("/v1/auth/sessions/users/nobody", headers=hdrs(platform.key))).status_code == 404
+    grpc_ended = await auth_call(platform, "EndUserSessions", apb.EndUserSessionsRequest(user_id=me["user_id"]), platform.key)
+    assert grpc_ended.ended == 0
+    audits = [e for e in await platform.audits_since(mark) if e.method == "session" and e.outcome == "ended"]
+    assert len(audits) == 4 and {e.user_id for e in audits} == {me["user_id"]}
+    assert audits[2].reason.endswith(f"by admin {admin['user_id']}")
+
+
+async def test_a_tenant_requiring_mfa_lets_one_factor_sessions_enrol_and_nothing_else(platform: Platform) -> None:
+    """ASVS V6.3.3 at the edges: UpdateTenantPolicy (admins; turning it off needs step-up), then a
+    single-factor session reaches WhoAmI and enrolment only, with a clear "second factor required"."""
+    email = f"oli-{uuid.uuid4().hex[:6]}@example.com"
+    up = await auth_call(platform, "SignUp", apb.SignUpRequest(
+        email=email, password=PASSWORD, display_name="Oli", organisation=f"Oli {uuid.uuid4().hex[:4]}"))
+    owner = up.session.token
+    async with httpx.AsyncClient(base_url=platform.http) as http:
+        missing = await http.put("/v1/auth/tenant-policy", json={}, headers=hdrs(owner))
+        assert missing.status_code == 422
+        on = await http.put("/v1/auth/tenant-policy", json={"require_mfa": True}, headers=hdrs(owner))
+        assert on.status_code == 200 and on.json()["policy"]["require_mfa"] is True
+        me = await http.get("/v1/auth/whoami", headers=hdrs(owner))
+        assert me.status_code == 200 and me.json()["principal"]["mfa_enrolment_required"] is True
+        for method, path in (("GET", "/v1/auth/api-keys"), ("GET", "/v1/auth/sessions"), ("GET", "/v1/models")):
+            r = await http.request(method, path, headers=hdrs(owner))
+            assert r.status_code == 401 and r.json()["title"] == "Second factor required", (path, r.text)
+            assert r.json()["code"] == "second_factor_required"
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await auth_call(platform, "ListApiKeys", apb.ListApiKeysRequest(), owner)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED and _reason(info.value) == "SECOND_FACTOR_REQUIRED"
+    me = await auth_call(platform, "WhoAmI", apb.WhoAmIRequest(), owner)
+    assert me.principal.mfa_enrolment_required and me.principal.assurance_level == 1
+    begun = await auth_call(platform, "BeginTotpEnrolment", apb.BeginTotpEnrolmentRequest(), owner)
+    await auth_call(platform, "BeginPasskeyRegistration", apb.BeginPasskeyRegistrationRequest(), owner)
+    totp = pyotp.TOTP(begun.secret)
+    done = await auth_call(platform, "ConfirmTotpEnrolment", apb.ConfirmTotpEnrolmentRequest(code=totp.now()), owner)
+    token = done.session.token
+    me = await auth_call(platform, "WhoAmI", apb.WhoAmIRequest(), token)
+    assert not me.principal.mfa_enrolment_required and me.principal.assurance_level == 2
+    await auth_call(platform, "ListApiKeys", apb.ListApiKeysRequest(), token)
+    # an admin of another tenant changes nothing here; a key of this tenant cannot turn it off (no step-up)
+    key = (await auth_call(platform, "CreateApiKey", apb.CreateApiKeyRequest(name="ops"), token)).raw_key
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await auth_call(platform, "UpdateTenantPolicy", apb.UpdateTenantPolicyRequest(require_mfa=False), key)
+    assert _reason(info.value) == "STEP_UP_REQUIRED"
+    off = await auth_call(platform, "UpdateTenantPolicy", apb.UpdateTenantPolicyRequest(require_mfa=False), token)
+    assert not off.policy.require_mfa
+    other = await auth_call(platform, "WhoAmI", apb.WhoAmIRequest(), platform.key)
+    assert other.principal.tenant_id != up.tenant_id
+
+
+async def test_a_first_second_factor_needs_a_recent_sign_in_over_grpc(platform: Platform) -> None:
+    """ASVS V7.5.1: a single-factor session older than 10 minutes must sign in again (reason
+    REAUTHENTICATION_REQUIRED) before BeginTotpEnrolment / BeginPasskeyRegistration."""
+    email = f"rae-{uuid.uuid4().hex[:6]}@example.com"
+    ctx = platform.backend.identity.ctx
+    await RegisterUser(ctx)(platform.tenant, email, "Rae", PASSWORD, Role.MEMBER)
+    login = apb.LoginRequest(tenant_id=platform.tenant, email=email, password=PASSWORD)
+    token = (await auth_call(platform, "Login", login)).session.token
+    async with platform.engine.begin() as conn:  # this session signed in 11 minutes ago
+        await conn.execute(sa.text(
+            "UPDATE auth_sessions SET created_at = created_at - interval '11 minutes' WHERE token_hash = :h"
+        ), {"h": ctx.secrets.digest(token)})
+    await auth_call(platform, "WhoAmI", apb.WhoAmIRequest(), token)  # still a valid session
+    for rpc, request in (("BeginTotpEnrolment", apb.BeginTotpEnrolmentRequest()),
+                         ("BeginPasskeyRegistration", apb.BeginPasskeyRegistrationRequest())):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await auth_call(platform, rpc, request, token)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert _reason(info.value) == "REAUTHENTICATION_REQUIRED", rpc
+    again = (await auth_call(platform, "Login", login, token)).session.token  # signing in again rotates
+    await auth_call(platform, "BeginTotpEnrolment", apb.BeginTotpEnrolmentRequest(), again)
+    async with httpx.AsyncClient(base_url=platform.http) as http:
+        r = await http.post("/v1/auth/passkeys/register/begin", json={}, headers=hdrs(again))
+        assert r.status_code == 200, r.text

@@ -62,11 +62,11 @@ async def test_failing_probes_make_a_provider_unhealthy_visibly(tmp_path: Path) 
 
         admin = RegistryAdmin(uow=uow, kms=kms, clock=clock, ids=ids, tenant_id="acme")
         app = Litestar(
-            route_handlers=[OpenAIController, create_admin_router(admin, monitor)],
+            route_handlers=[OpenAIController, create_admin_router(admin, monitor, platform_tenant="acme")],
             dependencies={
                 # the chat handlers' dependencies are not used here
                 **{name: Provide(lambda: None, sync_to_thread=False)
-                   for name in ("stream_chat", "complete_chat", "tenant_id", "embed_texts")},
+                   for name in ("stream_chat", "complete_chat", "embed_texts")},
                 "catalog": Provide(lambda: RegistryCatalog(uow, clock), sync_to_thread=False),
                 "model_health": Provide(lambda: monitor, sync_to_thread=False),
             },

@@ -17,7 +17,8 @@ from adapters.providers import OpenAIProvider
 from api.bootstrap import Backend, build_backend
 from api.settings import load_settings
 from domain.cost import Price
-from domain.registry import ModelRoute, ProviderKind, ProviderSpec
+from domain.registry import Modality, ModelCapabilities, ModelRoute, ProviderKind, ProviderSpec
+from tests.unit.auth_fakes import KEY, authenticator, bearer
 from tests.unit.fakes import FakeUnitOfWorkFactory
 from tools.provider_sim.testing import running_simulator
 
@@ -37,6 +38,10 @@ TOOLS = [
 HI = [{"role": "user", "content": "hello there"}]
 
 
+# what the simulator's models can do: routing only picks a model declaring what a request needs
+CAPS = ModelCapabilities(tools=True, parallel_tool_calls=True, json_schema=True, input_modalities=(Modality.TEXT, Modality.IMAGE))
+
+
 def seed() -> tuple[list[ProviderSpec], list[ModelRoute]]:
     return (
         [
@@ -45,11 +50,11 @@ def seed() -> tuple[list[ProviderSpec], list[ModelRoute]]:
             ProviderSpec("sim-limited", ProviderKind.OPENAI_COMPATIBLE, label="simulated"),
         ],
         [
-            ModelRoute("m", "sim", "sim-small", Price(1, 2), is_default=True),
+            ModelRoute("m", "sim", "sim-small", Price(1, 2), is_default=True, capabilities=CAPS),
             ModelRoute("reasoner", "sim", "deepseek-reasoner", Price(1, 2)),
             ModelRoute("embed", "sim", "sim-embed", Price(0.02, 0)),
-            ModelRoute("m-tools", "sim-tools", "sim-small", Price(1, 2)),
-            ModelRoute("m-limited", "sim-limited", "sim-small", Price(1, 2)),
+            ModelRoute("m-tools", "sim-tools", "sim-small", Price(1, 2), capabilities=CAPS),
+            ModelRoute("m-limited", "sim-limited", "sim-small", Price(1, 2), capabilities=CAPS),
         ],
     )
 
@@ -61,7 +66,7 @@ class Edge:
         self.full_url = self.base_url
 
     def client(self, base_url: str | None = None) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(api_key="any", base_url=base_url or self.base_url, max_retries=0, timeout=20)
+        return openai.AsyncOpenAI(api_key=KEY, base_url=base_url or self.base_url, max_retries=0, timeout=20)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +83,10 @@ async def edge(sim: str) -> AsyncIterator[Edge]:
                        default_headers={"x-sim-tool-call": "get_weather,get_time", "x-sim-chunks": "3"}),
         OpenAIProvider("sim-limited", api_key="k", base_url=sim, timeout=10, default_headers={"x-sim-fault": "429"}),
     ]
-    backend = build_backend(load_settings({}, tenant_id="acme"), uow=FakeUnitOfWorkFactory(), providers=providers, seed=seed())
+    backend = build_backend(
+        load_settings({}, tenant_id="acme"), uow=FakeUnitOfWorkFactory(), providers=providers, seed=seed(),
+        authenticator=authenticator("acme"),
+    )
     await backend.start(grpc_port=0, http_port=0)
     try:
         yield Edge(backend)
@@ -206,7 +214,7 @@ async def test_errors_are_sdk_exceptions_with_the_message(edge: Edge) -> None:
 
 async def test_raw_sse_like_curl(edge: Edge) -> None:
     body = {"model": "m-tools", "messages": HI, "tools": TOOLS, "stream": True}
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(timeout=10, headers=bearer()) as http:
         async with http.stream("POST", f"{edge.base_url}/chat/completions", json=body) as resp:
             assert resp.status_code == 200, await resp.aread()
             assert resp.headers["content-type"].startswith("text/event-stream"), (resp.headers, await resp.aread())

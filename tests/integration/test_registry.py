@@ -31,6 +31,7 @@ from application.chat import CompleteChat, StreamChat
 from application.outbox import RelayOutbox
 from domain.chat import ChatMessage, ChatRequest, Role, TextDelta
 from tests.harness.jetstream import JetStreamNames
+from tests.unit.auth_fakes import METADATA, authenticator, bearer, principal
 from tools.provider_sim.testing import async_running_simulator
 
 
@@ -51,18 +52,19 @@ async def replica(database_url: str, data_dir: Path, tenant: str, *, bus: JetStr
     catalog = RegistryCatalog(uow, clock, ttl=3600)  # only invalidation makes changes visible
     module = build_registry(uow=uow, catalog=catalog, clock=clock, ids=ids, tenant_id=tenant, data_dir=data_dir, metrics=metrics)
     stream = StreamChat(catalog=catalog, providers=module.providers, uow=uow, clock=clock, ids=ids)
-    app = create_rest_app(stream_chat=stream, complete_chat=CompleteChat(stream), tenant_id=tenant, metrics=metrics,
-                          readiness=_ready)
+    app = create_rest_app(stream_chat=stream, complete_chat=CompleteChat(stream), metrics=metrics,
+                          readiness=_ready, authenticator=authenticator(tenant))
     app.register(module.router)
-    chat = ChatServicer(stream=stream, complete=CompleteChat(stream), tenant_id=tenant)
-    server, _, port = build_grpc_server("127.0.0.1:0", chat=chat, metrics=metrics)
+    chat = ChatServicer(stream=stream, complete=CompleteChat(stream))
+    server, _, port = build_grpc_server("127.0.0.1:0", chat=chat, metrics=metrics, authenticator=authenticator(tenant))
     add_provider_service(server, module.servicer)
     await server.start()
     stop, ready = asyncio.Event(), asyncio.Event()
     runner = asyncio.create_task(module.run(stop, bus_js=bus.js if bus else None, stream=bus.stream if bus else None, ready=ready))
     await asyncio.wait_for(ready.wait(), 10)
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://backend") as http:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://backend",
+                                     headers=bearer()) as http:
             yield Replica(module, stream, http, port, metrics)
     finally:
         stop.set()
@@ -77,7 +79,7 @@ async def _ready() -> dict[str, str]:
 
 
 async def _chat(stream: StreamChat, tenant: str, model: str) -> str:
-    chunks = await stream(tenant, ChatRequest(messages=(ChatMessage(role=Role.USER, content="hello"),), model=model))
+    chunks = await stream(principal(tenant), ChatRequest(messages=(ChatMessage(role=Role.USER, content="hello"),), model=model))
     return "".join([c.text async for c in chunks if isinstance(c, TextDelta)])  # type: ignore[attr-defined]
 
 
@@ -114,17 +116,17 @@ async def test_provider_added_through_rest_serves_the_next_chat_and_is_visible_o
 
         async with grpc.aio.insecure_channel(f"127.0.0.1:{r.grpc_port}") as channel:
             stub = provider_pb2_grpc.ProviderServiceStub(channel)
-            listed = await stub.ListProviders(ppb.ListProvidersRequest())
+            listed = await stub.ListProviders(ppb.ListProvidersRequest(), metadata=METADATA)
             assert [(p.name, p.kind, p.api_key_set) for p in listed.providers] == [("local", ppb.PROVIDER_KIND_OPENAI_COMPATIBLE, True)]
             assert "0123456789" not in str(listed)
-            discovered = await stub.DiscoverModels(ppb.DiscoverModelsRequest(provider="local"))
+            discovered = await stub.DiscoverModels(ppb.DiscoverModelsRequest(provider="local"), metadata=METADATA)
             assert {m.upstream_model for m in discovered.models} >= {"sim-small", "sim-large"}
             assert all(not m.priced and m.source == "discovered" for m in discovered.models)
-            health = await stub.ListModelHealth(ppb.ListModelHealthRequest())
+            health = await stub.ListModelHealth(ppb.ListModelHealthRequest(), metadata=METADATA)
             assert [(h.model, h.state) for h in health.models] == [("sim-small", ppb.HEALTH_STATE_HEALTHY)]
-            await stub.DeleteProvider(ppb.DeleteProviderRequest(name="local"))
+            await stub.DeleteProvider(ppb.DeleteProviderRequest(name="local"), metadata=METADATA)
             try:
-                await stub.GetProvider(ppb.GetProviderRequest(name="local"))
+                await stub.GetProvider(ppb.GetProviderRequest(name="local"), metadata=METADATA)
                 raise AssertionError("deleted provider still found")
             except grpc.aio.AioRpcError as exc:
                 assert exc.code() == grpc.StatusCode.NOT_FOUND

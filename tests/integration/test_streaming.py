@@ -19,6 +19,7 @@ from api.bootstrap import SIMULATOR, Backend, build_backend
 from api.settings import load_settings
 from tools.provider_sim.stats import RequestRecord, StatsSnapshot
 from tools.provider_sim.testing import fetch_stats, reset_stats, running_simulator
+from tests.unit.auth_fakes import METADATA, authenticator, bearer
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -38,7 +39,8 @@ async def lumina(database_url: str, sim: str) -> AsyncIterator[Start]:
 
     async def start(sim_headers: dict[str, str]) -> Backend:
         provider = OpenAIProvider(SIMULATOR, api_key="sim-key", base_url=sim, default_headers=sim_headers)
-        backend = build_backend(load_settings({}, database_url=database_url, tenant_id="streaming"), providers=[provider])
+        backend = build_backend(load_settings({}, database_url=database_url, tenant_id="streaming"), providers=[provider],
+                                authenticator=authenticator("streaming"))
         await backend.start(grpc_port=0, http_port=0)
         backends.append(backend)
         return backend
@@ -75,7 +77,7 @@ async def test_a_client_that_stops_reading_pauses_the_upstream_read(lumina: Star
     # a client with a fixed HTTP/2 window (no BDP auto-tuning), so only the backend could buffer
     options = [("grpc.http2.bdp_probe", 0)]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{backend.grpc_port}", options=options) as channel:
-        call = chat_pb2_grpc.ChatServiceStub(channel).StreamComplete(stream_request())
+        call = chat_pb2_grpc.ChatServiceStub(channel).StreamComplete(stream_request(), metadata=METADATA)
         first = await call.read()
         assert first.WhichOneof("chunk") == "text_delta"
         # the client reads nothing more: the simulator's sent count must level off well before the end
@@ -105,7 +107,7 @@ async def test_grpc_cancel_closes_the_upstream_request_within_100ms(lumina: Star
     backend = await lumina({"x-sim-tokens": "4000", "x-sim-chunks": "400", "x-sim-chunk-delay-ms": "10"})
     reset_stats(sim)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{backend.grpc_port}") as channel:
-        call = chat_pb2_grpc.ChatServiceStub(channel).StreamComplete(stream_request())
+        call = chat_pb2_grpc.ChatServiceStub(channel).StreamComplete(stream_request(), metadata=METADATA)
         for _ in range(3):
             assert (await call.read()).WhichOneof("chunk") == "text_delta"
         cancelled_at = time.time()
@@ -119,7 +121,7 @@ async def test_http_disconnect_closes_the_upstream_request_within_100ms(lumina: 
     backend = await lumina({"x-sim-tokens": "4000", "x-sim-chunks": "400", "x-sim-chunk-delay-ms": "10"})
     reset_stats(sim)
     body = {"model": "sim-small", "stream": True, "messages": [{"role": "user", "content": "tell me"}]}
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{backend.http_port}") as client:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{backend.http_port}", headers=bearer()) as client:
         async with client.stream("POST", "/v1/chat/completions", json=body) as response:
             assert response.status_code == 200
             lines = response.aiter_lines()

@@ -20,12 +20,14 @@ from domain.chat import (
 )
 from domain.cost import Price
 from domain.errors import InvalidRequest, NotFound, RateLimited, UpstreamUnavailable
-from domain.events import ChatCompleted
+from domain.events import ChatCompleted, RouteDecided
 from domain.registry import ModelRoute, ProviderKind, ProviderSpec
 from tests.unit.chat_fakes import FixedClock, ScriptedProvider, SequentialIds, StaticProviders
 from tests.unit.fakes import FakeUnitOfWorkFactory, fake_decode
+from tests.unit.auth_fakes import principal
 
 HELLO = ChatRequest(messages=(ChatMessage(Role.USER, "hello"),), model="small")
+T1 = principal("t1")
 PRICE = Price(input_per_mtok=1.0, output_per_mtok=4.0, cached_input_per_mtok=0.5)
 
 
@@ -53,7 +55,7 @@ async def make(script, *, model_provider: str = "p1", clock: FixedClock | None =
 
 
 async def collect(stream: StreamChat, request: ChatRequest = HELLO) -> list:
-    return [c async for c in await stream("t1", request)]
+    return [c async for c in await stream(T1, request)]
 
 
 async def test_streams_text_then_settles_usage_cost_and_event() -> None:
@@ -71,10 +73,14 @@ async def test_streams_text_then_settles_usage_cost_and_event() -> None:
 
     record = uow.db.usage[meta.request_id]
     assert (record.input_tokens, record.output_tokens, record.cost_micros, record.tenant_id) == (1000, 250, 1900, "t1")
-    [message] = uow.db.unsent()
+    assert (record.user_id, record.api_key_id) == ("user-1", "key-1")  # the principal that called
+    [message, routed] = uow.db.unsent()  # ChatCompleted, then RouteDecided: one settlement
     event = fake_decode(message.payload)
     assert isinstance(event, ChatCompleted)
+    decided = fake_decode(routed.payload)
+    assert isinstance(decided, RouteDecided) and (decided.request_id, decided.model) == (meta.request_id, "small")
     assert (event.request_id, event.cost_micros, event.finish_reason) == (meta.request_id, 1900, "stop")
+    assert (event.user_id, event.api_key_id) == ("user-1", "key-1")
     assert message.subject == "lumina.t1.chat.completed"
 
 
@@ -88,7 +94,7 @@ async def test_latency_is_measured_with_the_clock_port() -> None:
 async def test_error_before_first_chunk_is_raised_and_nothing_is_recorded() -> None:
     stream, _, uow = await make([RateLimited("slow down", retry_after=2.0)])
     with pytest.raises(RateLimited) as info:
-        await stream("t1", HELLO)
+        await stream(T1, HELLO)
     assert info.value.retry_after == 2.0
     assert uow.db.usage == {} and uow.db.unsent() == []
 
@@ -104,7 +110,7 @@ async def test_error_mid_stream_becomes_a_final_error_chunk_without_duplicated_t
 
 async def test_closing_the_stream_early_closes_the_upstream() -> None:
     stream, provider, uow = await make([TextDelta(str(i)) for i in range(100)] + [Finish(FinishReason.STOP)])
-    chunks = await stream("t1", HELLO)
+    chunks = await stream(T1, HELLO)
     assert await anext(chunks) == TextDelta("0")
     await chunks.aclose()
     assert provider.closed_streams == 1
@@ -115,7 +121,7 @@ async def test_closing_the_stream_early_closes_the_upstream() -> None:
 async def test_unknown_model_is_not_found_and_empty_model_uses_the_default() -> None:
     stream, _, _ = await make(happy_script())
     with pytest.raises(NotFound):
-        await stream("t1", ChatRequest(messages=HELLO.messages, model="nope"))
+        await stream(T1, ChatRequest(messages=HELLO.messages, model="nope"))
     chunks = await collect(stream, ChatRequest(messages=HELLO.messages, model=""))
     assert chunks[-1].metadata.model == "small"
 
@@ -127,7 +133,7 @@ async def test_models_of_disabled_providers_are_not_routable() -> None:
         await u.commit()
     stream._catalog.invalidate()  # the catalog caches for a few seconds
     with pytest.raises(NotFound):
-        await stream("t1", HELLO)
+        await stream(T1, HELLO)
 
 
 async def test_complete_gathers_text_tool_calls_usage_and_finish() -> None:
@@ -140,7 +146,7 @@ async def test_complete_gathers_text_tool_calls_usage_and_finish() -> None:
         Finish(FinishReason.TOOL_CALLS),
     ]
     stream, _, _ = await make(script)
-    answer = await CompleteChat(stream)("t1", HELLO)
+    answer = await CompleteChat(stream)(T1, HELLO)
     assert answer.text == "ab"
     assert answer.tool_calls == (ToolCallDelta(index=0, id="call_1", name="lookup", arguments_fragment='{"q":"x"}'),)
     assert answer.usage.output_tokens == 5 and answer.finish.reason is FinishReason.TOOL_CALLS
@@ -150,7 +156,7 @@ async def test_complete_gathers_text_tool_calls_usage_and_finish() -> None:
 async def test_complete_turns_a_mid_stream_error_into_an_exception() -> None:
     stream, _, _ = await make([TextDelta("x"), UpstreamUnavailable("gone")])
     with pytest.raises(UpstreamUnavailable):
-        await CompleteChat(stream)("t1", HELLO)
+        await CompleteChat(stream)(T1, HELLO)
 
 
 @pytest.mark.parametrize(

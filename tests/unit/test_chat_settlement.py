@@ -16,21 +16,21 @@ from domain.registry import ModelRoute, ProviderKind, ProviderSpec
 from domain.usage import UsageRecord
 from tests.unit.chat_fakes import FixedClock, ScriptedProvider, SequentialIds, StaticProviders
 from tests.unit.fakes import FakeUnitOfWorkFactory
-from tests.unit.test_chat import HELLO, PRICE, happy_script
+from tests.unit.test_chat import HELLO, PRICE, T1, happy_script
 
 
 class RecordingSettlements:
     def __init__(self, *, fail: bool = False) -> None:
-        self.settled: list[tuple[UsageRecord, DomainEvent]] = []
+        self.settled: list[tuple[UsageRecord, tuple[DomainEvent, ...]]] = []
         self.fail = fail
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def settle(self, record: UsageRecord, event: DomainEvent) -> None:
+    async def settle(self, record: UsageRecord, *events: DomainEvent) -> None:
         await self.gate.wait()
         if self.fail:
             raise Unavailable("database unavailable during settle: OSError")
-        self.settled.append((record, event))
+        self.settled.append((record, events))
 
 
 async def make(settlements: RecordingSettlements) -> tuple[StreamChat, FakeUnitOfWorkFactory]:
@@ -51,7 +51,7 @@ async def test_finish_waits_for_the_settlement() -> None:
     settlements = RecordingSettlements()
     settlements.gate.clear()
     stream, uow = await make(settlements)
-    chunks = await stream("t1", HELLO)
+    chunks = await stream(T1, HELLO)
     seen = [await anext(chunks), await anext(chunks)]
     assert all(isinstance(c, TextDelta) for c in seen)
     pending = asyncio.ensure_future(anext(chunks))
@@ -61,14 +61,14 @@ async def test_finish_waits_for_the_settlement() -> None:
     assert isinstance(await pending, UsageChunk)
     rest = [c async for c in chunks]
     assert isinstance(rest[-1], Finish)
-    (record, event), = settlements.settled
+    (record, (event, *_)), = settlements.settled
     assert record.request_id == rest[-1].metadata.request_id == event.request_id
     assert record.cost_micros == rest[-1].metadata.cost_micros > 0
 
 
 async def test_a_failed_settlement_ends_the_stream_with_unavailable_not_finish() -> None:
     stream, _ = await make(RecordingSettlements(fail=True))
-    chunks = [c async for c in await stream("t1", HELLO)]
+    chunks = [c async for c in await stream(T1, HELLO)]
     assert [type(c) for c in chunks] == [TextDelta, TextDelta, ErrorChunk]
     assert chunks[-1].code == "unavailable" and chunks[-1].retryable
     assert "usage could not be recorded" in chunks[-1].message
@@ -77,4 +77,4 @@ async def test_a_failed_settlement_ends_the_stream_with_unavailable_not_finish()
 async def test_complete_chat_raises_unavailable_when_settlement_fails() -> None:
     stream, _ = await make(RecordingSettlements(fail=True))
     with pytest.raises(Unavailable, match="usage could not be recorded"):
-        await CompleteChat(stream)("t1", HELLO)
+        await CompleteChat(stream)(T1, HELLO)

@@ -20,6 +20,7 @@ from domain.chat import Finish, FinishReason, TextDelta, ToolCallDelta, Usage, U
 from domain.cost import Price
 from domain.errors import RateLimited, UpstreamUnavailable
 from domain.registry import ModelRoute, ProviderKind, ProviderSpec
+from tests.unit.auth_fakes import METADATA, authenticator, bearer
 from tests.unit.chat_fakes import FixedClock, ScriptedProvider, SequentialIds
 from tests.unit.fakes import FakeUnitOfWorkFactory
 
@@ -37,7 +38,7 @@ async def started(script: list) -> tuple[Backend, ScriptedProvider, FakeUnitOfWo
     uow = FakeUnitOfWorkFactory()
     backend = build_backend(
         load_settings({}, tenant_id="acme"), uow=uow, providers=[provider], seed=seed(),
-        clock=FixedClock(step=0.01), ids=SequentialIds(),
+        clock=FixedClock(step=0.01), ids=SequentialIds(), authenticator=authenticator("acme"),
     )
     await backend.start(grpc_port=0, http_port=0)
     return backend, provider, uow
@@ -50,7 +51,7 @@ def req(**params: object) -> pb.StreamCompleteRequest:
 
 async def call_stream(backend: Backend, request: pb.StreamCompleteRequest) -> list[pb.StreamCompleteResponse]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{backend.grpc_port}") as channel:
-        return [c async for c in chat_pb2_grpc.ChatServiceStub(channel).StreamComplete(request)]
+        return [c async for c in chat_pb2_grpc.ChatServiceStub(channel).StreamComplete(request, metadata=METADATA)]
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ async def test_rate_limit_before_first_byte_is_resource_exhausted_with_retry_inf
     kinds["google.rpc.ErrorInfo"].Unpack(err)
     assert err.reason == "RATE_LIMITED"
 
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{backend.http_port}") as http:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{backend.http_port}", headers=bearer()) as http:
         r = await http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 429 and r.headers["retry-after"] == "3"
     assert r.headers["content-type"].startswith("application/problem+json") and r.json()["code"] == "rate_limited"
@@ -132,7 +133,7 @@ async def test_unknown_role_is_invalid_argument_naming_the_field(cleanup: list[B
 async def test_busy_ports_fail_with_one_line_naming_them(cleanup: list[Backend]) -> None:
     backend, _, _ = await started([Finish(FinishReason.STOP)])
     cleanup.append(backend)
-    other = build_backend(load_settings({}), uow=FakeUnitOfWorkFactory(), providers=[], seed=seed())
+    other = build_backend(load_settings({}), uow=FakeUnitOfWorkFactory(), providers=[], seed=seed(), authenticator=authenticator())
     with pytest.raises(OSError, match=rf"HTTP port {backend.http_port} on 127.0.0.1 is busy"):
         await other.start(grpc_port=0, http_port=backend.http_port)
     with pytest.raises(OSError, match=rf"gRPC port {backend.grpc_port} on 127.0.0.1 is busy"):
@@ -144,7 +145,7 @@ async def test_usage_is_counted_once_per_request_whatever_the_edge(cleanup: list
     backend, _, _ = await started(script)
     cleanup.append(backend)
     await call_stream(backend, req())  # gRPC
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{backend.http_port}") as http:  # OpenAI REST edge
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{backend.http_port}", headers=bearer()) as http:  # OpenAI REST edge
         r = await http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
         assert r.status_code == 200
     text = backend.metrics.render().decode()

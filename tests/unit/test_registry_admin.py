@@ -12,6 +12,7 @@ import pytest
 from litestar import Litestar
 
 from api.rest.admin import create_admin_router
+from api.rest.principal import authentication_middleware
 from api.rest.problems import EXCEPTION_HANDLERS
 from application.registry import LiveProviderPool, RegistryAdmin
 from domain.chat import ChatRequest, Chunk, EmbeddingRequest, Embeddings
@@ -28,6 +29,7 @@ from domain.registry import (
 )
 from tests.unit.chat_fakes import FixedClock, SequentialIds
 from tests.unit.fakes import FakeUnitOfWorkFactory, IntegrityViolation, fake_decode
+from tests.unit.auth_fakes import authenticator, bearer
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 KEY = "sk-live-0123456789abcdef"
@@ -196,8 +198,9 @@ async def test_rest_admin_takes_model_names_with_slashes_without_deprecations() 
     admin, _ = make_admin(uow)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. Litestar's deprecated inferred parameter styles
-        app = Litestar(route_handlers=[create_admin_router(admin)], exception_handlers=EXCEPTION_HANDLERS)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin") as http:
+        app = Litestar(route_handlers=[create_admin_router(admin, platform_tenant="acme")],
+                       exception_handlers=EXCEPTION_HANDLERS, middleware=[authentication_middleware(authenticator("acme"))])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://admin", headers=bearer()) as http:
         r = await http.put("/admin/providers/local", json={"kind": "openai_compatible", "base_url": "http://127.0.0.1:1/v1"})
         assert r.status_code == 200, r.text
         name = "meta-llama/Llama-3-8B"

@@ -1,16 +1,19 @@
 """The backend for benchmarks, in a process of its own on uvloop: ``python -m tools.bench.backend
---database-url URL --sim-port P``. Prints one line ``ready GRPC_PORT HTTP_PORT`` once it listens;
+--database-url URL --redis-url URL --sim-port P``. Runs the first start (the admin key from
+LUMINA_BOOTSTRAP_API_KEY), then prints one line ``ready GRPC_PORT HTTP_PORT`` once it listens;
 stops on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 
 import uvloop
 
 from api.bootstrap import build_backend
+from api.identity import first_start
 from api.runtime import tune_gc
 from api.settings import load_settings
 
@@ -18,7 +21,13 @@ __all__ = ["main"]
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    settings = load_settings({}, database_url=args.database_url, sim_port=args.sim_port, tenant_id="bench")
+    settings = load_settings(
+        {}, database_url=args.database_url, redis_url=args.redis_url, sim_port=args.sim_port, tenant_id="bench",
+        bootstrap_api_key=os.environ["LUMINA_BOOTSTRAP_API_KEY"],
+        # LUMINA_BENCH_MEMORY=off: no long-term memory in the chat path (to measure the rest alone)
+        memory_enabled=os.environ.get("LUMINA_BENCH_MEMORY", "on") != "off",
+    )
+    await first_start(settings, args.database_url)
     backend = build_backend(settings)
     await backend.start(grpc_port=0, http_port=0)
     tune_gc()  # as `lumina serve` does
@@ -37,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m tools.bench.backend")
     p.add_argument("--database-url", required=True)
     p.add_argument("--sim-port", type=int, required=True)
+    p.add_argument("--redis-url", required=True)
     uvloop.run(_serve(p.parse_args(argv)))
 
 

@@ -16,7 +16,7 @@ import urllib.request
 import grpc
 import msgspec
 
-from tools.bench.processes import Stack, rss_mib, running_stack
+from tools.bench.processes import BENCH_KEY, Stack, rss_mib, running_stack
 
 __all__ = ["main"]
 
@@ -40,7 +40,9 @@ async def _run(stack: Stack, seconds: float, rate: float) -> list[tuple[float, f
     # bursts in its own memory, which says nothing about the backend's
     options = [("grpc.http2.bdp_probe", 0)]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.grpc_port}", options=options) as channel:
-        call = chat_pb2_grpc.ChatServiceStub(channel).StreamComplete(request)
+        call = chat_pb2_grpc.ChatServiceStub(channel).StreamComplete(
+            request, metadata=(("authorization", f"Bearer {BENCH_KEY}"),)
+        )
         started = time.monotonic()
         read = 0
         next_report = started

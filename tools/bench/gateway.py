@@ -1,12 +1,17 @@
 """Lumina's added latency and throughput: the same load through Lumina's OpenAI edge
 (``/v1/chat/completions``) and straight to the simulator, in one run, on one machine.
 
-    .venv/bin/python -m tools.bench.gateway [--requests 2000] [--seconds 8]
+    .venv/bin/python -m tools.bench.gateway [--requests 2000] [--seconds 8] [--no-limits]
 
 Starts embedded Postgres (temporary directory, migrated), the simulator and the backend (uvloop),
 each in a process of its own. The load generator is a minimal HTTP/1.1 keep-alive client (one
 connection per concurrent worker) so that the client costs as little CPU as possible; both
 targets are measured with it alike, and the difference is what Lumina adds.
+
+Then (unless ``--no-limits``) the bench tenant gets a budget and a rate limit (both far from
+reached) and the sequential and concurrency-64 non-streaming runs are repeated: every request now
+acquires the rate-limit meters, reserves and settles its budget in Redis (and the settlement's
+ledger row in Postgres) — the cost of budgets and limits, beside the run without them.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ import time
 import msgspec
 import uvloop
 
-from tools.bench.processes import Stack, running_stack
+from tools.bench.processes import BENCH_KEY, Stack, running_stack
 
 __all__ = ["main"]
 
 _BODY = msgspec.json.encode({"model": "sim-small", "messages": [{"role": "user", "content": "Say hello."}]})
+_KEY = BENCH_KEY.encode()  # both targets get it: Lumina checks it (cached), the simulator ignores it
 _STREAM_BODY = msgspec.json.encode(
     {"model": "sim-small", "stream": True, "messages": [{"role": "user", "content": "Say hello."}]}
 )
@@ -45,7 +51,7 @@ class Conn:
         start = time.perf_counter()
         self.writer.write(
             b"POST " + self.path.encode() + b" HTTP/1.1\r\nhost: " + self.host.encode()
-            + b"\r\nauthorization: Bearer sim-key\r\ncontent-type: application/json\r\ncontent-length: "
+            + b"\r\nauthorization: Bearer " + _KEY + b"\r\ncontent-type: application/json\r\ncontent-length: "
             + str(len(body)).encode() + b"\r\n\r\n" + body
         )
         head = await self.reader.readuntil(b"\r\n\r\n")
@@ -122,7 +128,39 @@ async def _concurrent(port: int, path: str, body: bytes, workers: int, seconds: 
     return done / elapsed, latencies
 
 
-async def _run(stack: Stack, n: int, seconds: float) -> None:
+async def _configure_limits(stack: Stack) -> None:
+    """A tenant budget and a tenant rate limit, generous enough never to refuse this bench."""
+    import httpx
+
+    headers = {"authorization": f"Bearer {BENCH_KEY}"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.http_port}", headers=headers, timeout=30) as http:
+        r = await http.post("/v1/budgets", json={"name": "bench", "scope": "tenant", "limit_micros": 10**12,
+                                                 "period": "daily"})
+        r.raise_for_status()
+        r = await http.put("/v1/rate-limits", json={"scope": "tenant", "requests_per_minute": 100_000_000,
+                                                    "tokens_per_minute": 1_000_000_000})
+        r.raise_for_status()
+        r = await http.post("/v1/chat/completions", content=_BODY, headers={"content-type": "application/json"})
+        r.raise_for_status()
+        if "x-ratelimit-limit-requests" not in r.headers:
+            raise RuntimeError("the rate limit is not applied: no x-ratelimit-* headers")
+
+
+async def _limited(stack: Stack, n: int, seconds: float) -> None:
+    print("with a tenant budget and rate limit (Redis: acquire, reserve, settle, adjust per request)")
+    port, path = stack.http_port, "/v1/chat/completions"
+    cpu = cpu_seconds(stack.backend_pid)
+    _, totals = await _sequential(port, path, _BODY, n)
+    cpu = (cpu_seconds(stack.backend_pid) - cpu) / (n + 50) * 1000
+    print(f"  sequential      p50 {_pct(totals, 50):6.2f}  p99 {_pct(totals, 99):6.2f}  backend CPU {cpu:.2f} ms/request")
+    cpu = cpu_seconds(stack.backend_pid)
+    rps, lat = await _concurrent(port, path, _BODY, 64, seconds)
+    cpu = (cpu_seconds(stack.backend_pid) - cpu) / max(1, len(lat)) * 1000
+    print(f"  concurrency 64 {rps:6.0f} req/s  p50 {_pct(lat, 50):7.2f}  p99 {_pct(lat, 99):7.2f}  "
+          f"backend CPU {cpu:.2f} ms/request")
+
+
+async def _run(stack: Stack, n: int, seconds: float, limits: bool = True) -> None:
     targets = {"direct": (stack.sim_port, "/v1/chat/completions"), "lumina": (stack.http_port, "/v1/chat/completions")}
     print(f"sequential, {n} non-streaming requests each (ms)")
     seq: dict[str, list[float]] = {}
@@ -158,14 +196,19 @@ async def _run(stack: Stack, n: int, seconds: float) -> None:
         d, lu = rates["direct"][1], rates["lumina"][1]
         print(f"  ADDED   p50 {_pct(lu, 50) - _pct(d, 50):7.2f}  p99 {_pct(lu, 99) - _pct(d, 99):7.2f}")
 
+    if limits:
+        await _configure_limits(stack)
+        await _limited(stack, n, seconds)
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.bench.gateway")
     p.add_argument("--requests", type=int, default=2000, help="sequential requests per target")
     p.add_argument("--seconds", type=float, default=8.0, help="duration of each concurrent run")
+    p.add_argument("--no-limits", action="store_true", help="skip the run with a budget and a rate limit")
     args = p.parse_args(argv)
     with running_stack() as stack:
-        uvloop.run(_run(stack, args.requests, args.seconds))
+        uvloop.run(_run(stack, args.requests, args.seconds, not args.no_limits))
     return 0
 
 

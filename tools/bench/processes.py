@@ -1,22 +1,26 @@
 """Starting what a benchmark measures, each in a process of its own: embedded Postgres (migrated),
-the provider simulator and the backend. ``Stack`` stops them all."""
+a private Redis, the provider simulator and the backend. ``Stack`` stops them all. The backend's
+first start stores ``BENCH_KEY`` (LUMINA_BOOTSTRAP_API_KEY): clients send it as their bearer key."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import re
+import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Stack", "rss_mib", "running_stack"]
+__all__ = ["BENCH_KEY", "Stack", "rss_mib", "running_stack"]
 
 _ROOT = Path(__file__).resolve().parents[2]
+BENCH_KEY = f"lum_{secrets.token_hex(6)}_{secrets.token_urlsafe(24)}"  # this run's admin key
 
 
 @dataclass
@@ -45,8 +49,10 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _spawn(args: Sequence[str], ready: re.Pattern[str], what: str, timeout: float = 60.0) -> tuple[subprocess.Popen[str], re.Match[str]]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def _spawn(
+    args: Sequence[str], ready: re.Pattern[str], what: str, timeout: float = 60.0, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], re.Match[str]]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, *args], cwd=_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
@@ -58,9 +64,16 @@ def _spawn(args: Sequence[str], ready: re.Pattern[str], what: str, timeout: floa
             break
         match = ready.search(line)
         if match:
+            # keep reading what it prints (logs): a full pipe would block the process mid-request
+            threading.Thread(target=_drain, args=(proc.stdout,), name=f"drain-{proc.pid}", daemon=True).start()
             return proc, match
     proc.kill()
     raise RuntimeError(f"{what} did not start")
+
+
+def _drain(stream: object) -> None:
+    for _ in stream:  # type: ignore[attr-defined]
+        pass
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
@@ -78,10 +91,12 @@ def running_stack(sim_args: Sequence[str] = ()) -> Iterator[Stack]:
     """Embedded Postgres in a temporary directory, the simulator (``sim_args``: its CLI options)
     and the backend on uvloop, all on loopback ports."""
     from adapters.embedded.postgres import start_embedded_postgres
+    from adapters.embedded.redis import ensure_redis
     from adapters.postgres.migrate import upgrade
 
     with tempfile.TemporaryDirectory(prefix="lumina-bench-") as tmp:
         pg = start_embedded_postgres(Path(tmp) / "pg")
+        redis = ensure_redis(Path(tmp), port=0)  # a private one
         procs: list[subprocess.Popen[str]] = []
         try:
             upgrade(pg.url)
@@ -91,12 +106,14 @@ def running_stack(sim_args: Sequence[str] = ()) -> Iterator[Stack]:
             procs.append(sim)
             sim_port = int(m.group(1))
             backend, m = _spawn(
-                ["-m", "tools.bench.backend", "--database-url", pg.url, "--sim-port", str(sim_port)],
-                re.compile(r"ready (\d+) (\d+)"), "backend",
+                ["-m", "tools.bench.backend", "--database-url", pg.url, "--sim-port", str(sim_port),
+                 "--redis-url", redis.url],
+                re.compile(r"ready (\d+) (\d+)"), "backend", env={"LUMINA_BOOTSTRAP_API_KEY": BENCH_KEY},
             )
             procs.append(backend)
             yield Stack(sim_port, sim.pid, backend.pid, int(m.group(1)), int(m.group(2)), pg.url)
         finally:
             for proc in reversed(procs):
                 _stop(proc)
+            redis.stop()
             pg.stop()

@@ -182,6 +182,7 @@ class SimulatorApp:
                 extra = [(b"retry-after", _num(knobs.retry_after))] if status == 429 else []
                 return await self._fail(send, state, status, etype, code, message, extra)
             texts = [m.text() for m in req.messages]
+            state.messages = [(m.role, t) for m, t in zip(req.messages, texts, strict=True)]
             p_tokens = prompt_tokens(texts)
             state.prompt_tokens = p_tokens
             if fault == "context_length" or p_tokens > window:
@@ -284,12 +285,13 @@ class SimulatorApp:
                 duration_ms=round((time.perf_counter() - state.started) * 1000, 3),
                 fault=state.fault,
                 ended_at=time.time(),
+                messages=state.messages,
             )
         )
 
 
 class _Record:
-    __slots__ = ("completion_tokens", "fault", "model", "prompt_tokens", "request_id", "started", "stream")
+    __slots__ = ("completion_tokens", "fault", "messages", "model", "prompt_tokens", "request_id", "started", "stream")
 
     def __init__(self, request_id: str, started: float) -> None:
         self.request_id = request_id
@@ -299,6 +301,7 @@ class _Record:
         self.fault: str | None = None
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.messages: list[tuple[str, str]] = []
 
 
 _DisconnectWatch = _faults.DisconnectWatch  # the name other wire formats import

@@ -22,6 +22,8 @@ class RequestRecord(msgspec.Struct, frozen=True):
     duration_ms: float
     fault: str | None = None
     ended_at: float = 0.0  # wall clock (time.time()) when the response ended or the client left
+    # (role, text) of each message the request carried, as received (for tests of what was sent upstream)
+    messages: list[tuple[str, str]] = []
 
 
 class StatsSnapshot(msgspec.Struct, frozen=True):
