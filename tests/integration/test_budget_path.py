@@ -23,8 +23,6 @@ import pytest
 import sqlalchemy as sa
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from lumina.v1 import chat_pb2 as pb
-from lumina.v1 import chat_pb2_grpc
 from redis.asyncio import Redis
 
 from adapters.postgres import create_engine
@@ -36,6 +34,8 @@ from api.settings import load_settings
 from domain.cost import Price
 from domain.identity import Principal, PrincipalKind, Role
 from domain.registry import ModelCapabilities, ModelRoute, ProviderKind, ProviderSpec
+from lumina.v1 import chat_pb2 as pb
+from lumina.v1 import chat_pb2_grpc
 from tools.provider_sim.testing import running_simulator
 
 pytestmark = pytest.mark.timeout(120)
@@ -121,7 +121,7 @@ async def _cleanup(database_url: str, redis_url: str, tenant: str, provider: str
         async with engine.begin() as conn:
             await conn.execute(sa.text("DELETE FROM outbox WHERE subject LIKE :s"), {"s": f"lumina.{tenant}.%"})
             for table in ("usage_records", "budget_ledger", "budgets", "rate_limits"):
-                await conn.execute(sa.text(f"DELETE FROM {table} WHERE tenant_id = :t"), {"t": tenant})  # noqa: S608
+                await conn.execute(sa.text(f"DELETE FROM {table} WHERE tenant_id = :t"), {"t": tenant})
             await conn.execute(sa.text("DELETE FROM providers WHERE name = :p"), {"p": provider})
     finally:
         await engine.dispose()

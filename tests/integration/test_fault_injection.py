@@ -196,15 +196,17 @@ async def test_a_stream_dropped_after_content_ends_with_one_error_and_no_repeate
     whole = await _whole_answer(stack)
     before = (await asyncio.to_thread(fetch_stats, stack.sims[good])).requests
     events: list[dict[str, object]] = []
-    async with httpx.AsyncClient(timeout=30, headers={"authorization": f"Bearer {KEY}"}) as http:
-        async with http.stream("POST", f"{stack.base_url}/chat/completions", json=body) as response:
-            assert response.status_code == 200
-            assert response.headers["x-lumina-route"] == f"{late}/mlate"
-            async for line in response.aiter_lines():
-                if line.startswith("data: {"):
-                    events.append(json.loads(line[6:]))
-                elif line == "data: [DONE]":
-                    events.append({"done": True})
+    async with (
+        httpx.AsyncClient(timeout=30, headers={"authorization": f"Bearer {KEY}"}) as http,
+        http.stream("POST", f"{stack.base_url}/chat/completions", json=body) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["x-lumina-route"] == f"{late}/mlate"
+        async for line in response.aiter_lines():
+            if line.startswith("data: {"):
+                events.append(json.loads(line[6:]))
+            elif line == "data: [DONE]":
+                events.append({"done": True})
     content = "".join(
         e["choices"][0]["delta"].get("content") or ""  # type: ignore[index]
         for e in events if e.get("choices")
@@ -217,10 +219,10 @@ async def test_a_stream_dropped_after_content_ends_with_one_error_and_no_repeate
     # no fallback once content was sent: the healthy provider was not asked
     assert (await asyncio.to_thread(fetch_stats, stack.sims[good])).requests == before
     # the SDK surfaces it as an error after the text it already yielded
+    seen: list[str] = []
     async with stack.client() as client:
-        seen: list[str] = []
-        with pytest.raises(openai.APIError):
-            stream = await client.chat.completions.create(model="mlate", messages=QUESTION, stream=True)  # type: ignore[arg-type]
+        stream = await client.chat.completions.create(model="mlate", messages=QUESTION, stream=True)  # type: ignore[arg-type]
+        with pytest.raises(openai.APIError):  # the error event, after the text
             async for chunk in stream:
                 if chunk.choices and chunk.choices[0].delta.content:
                     seen.append(chunk.choices[0].delta.content)

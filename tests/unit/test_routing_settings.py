@@ -16,7 +16,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "routing.md"
 
 
 def test_the_documented_settings_table_loads(tmp_path: Path) -> None:
-    [example] = re.findall(r"```toml lumina\.toml\n(.*?)```", DOC.read_text(), flags=re.S)
+    [example] = re.findall(r"```toml lumina\.toml\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
     (tmp_path / "lumina.toml").write_text(example)
     routing = load_settings({"LUMINA_CONFIG": str(tmp_path / "lumina.toml")}).routing
     assert routing.retry == RetryPolicy(max_attempts=2, base_delay_s=0.1, max_delay_s=1.0, max_retry_after_s=1.0)
