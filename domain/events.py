@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 import msgspec
 
@@ -19,7 +20,18 @@ __all__ = [
 ]
 
 
-class ChatCompleted(msgspec.Struct, frozen=True, tag="chat_completed"):
+class _Event(msgspec.Struct, frozen=True):
+    """What every event shares: its subject, ``lumina.<tenant>.<aggregate>.<event_type>``."""
+
+    aggregate: ClassVar[str]
+    event_type: ClassVar[str]
+
+    @property
+    def subject(self) -> str:
+        return f"lumina.{self.tenant_id}.{self.aggregate}.{self.event_type}"  # type: ignore[attr-defined]
+
+
+class ChatCompleted(_Event, frozen=True, tag="chat_completed"):
     event_id: str
     tenant_id: str
     occurred_at: datetime
@@ -42,12 +54,8 @@ class ChatCompleted(msgspec.Struct, frozen=True, tag="chat_completed"):
     def aggregate_id(self) -> str:
         return self.request_id
 
-    @property
-    def subject(self) -> str:
-        return f"lumina.{self.tenant_id}.{self.aggregate}.{self.event_type}"
 
-
-class RegistryChanged(msgspec.Struct, frozen=True, tag="registry_changed"):
+class RegistryChanged(_Event, frozen=True, tag="registry_changed"):
     """A provider or model was added, changed, disabled or removed (``entity``: "provider" or
     "model"; ``action``: "upserted", "removed", "key_set", "discovered"). Replicas reload on it."""
 
@@ -65,12 +73,8 @@ class RegistryChanged(msgspec.Struct, frozen=True, tag="registry_changed"):
     def aggregate_id(self) -> str:
         return f"{self.entity}:{self.name}"
 
-    @property
-    def subject(self) -> str:
-        return f"lumina.{self.tenant_id}.{self.aggregate}.{self.event_type}"
 
-
-class ModelHealthChanged(msgspec.Struct, frozen=True, tag="model_health_changed"):
+class ModelHealthChanged(_Event, frozen=True, tag="model_health_changed"):
     """A model's health state changed as seen by one replica (``replica``)."""
 
     event_id: str
@@ -92,12 +96,8 @@ class ModelHealthChanged(msgspec.Struct, frozen=True, tag="model_health_changed"
     def aggregate_id(self) -> str:
         return f"{self.provider}/{self.model}"
 
-    @property
-    def subject(self) -> str:
-        return f"lumina.{self.tenant_id}.{self.aggregate}.{self.event_type}"
 
-
-class AuthenticationAudited(msgspec.Struct, frozen=True, tag="authentication_audited"):
+class AuthenticationAudited(_Event, frozen=True, tag="authentication_audited"):
     """One authentication outcome, for the audit trail (ASVS V6.3, V16). ``method``: "password",
     "totp", "recovery_code", "passkey", "api_key", "session", "password_reset", "oidc";
     ``outcome``: "succeeded", "failed", "locked_out", "enrolled", "revoked", "requested";
@@ -120,12 +120,8 @@ class AuthenticationAudited(msgspec.Struct, frozen=True, tag="authentication_aud
     def aggregate_id(self) -> str:
         return self.user_id or "-"
 
-    @property
-    def subject(self) -> str:
-        return f"lumina.{self.tenant_id}.{self.aggregate}.{self.event_type}"
 
-
-class BudgetThresholdCrossed(msgspec.Struct, frozen=True, tag="budget_threshold_crossed"):
+class BudgetThresholdCrossed(_Event, frozen=True, tag="budget_threshold_crossed"):
     """A budget's settled spend reached ``threshold_percent`` of its limit in the period
     ``period_key`` (published once per budget, period and threshold). ``enforcement``: "hard" or
     "soft"; ``scope``: "tenant", "team", "user" or "api_key"."""
@@ -152,12 +148,8 @@ class BudgetThresholdCrossed(msgspec.Struct, frozen=True, tag="budget_threshold_
     def aggregate_id(self) -> str:
         return self.budget_id
 
-    @property
-    def subject(self) -> str:
-        return f"lumina.{self.tenant_id}.{self.aggregate}.{self.event_type}"
 
-
-class ChatTurnCompleted(msgspec.Struct, frozen=True, tag="chat_turn_completed"):
+class ChatTurnCompleted(_Event, frozen=True, tag="chat_turn_completed"):
     """One exchange of a conversation finished: what the user said and what the assistant
     answered. The worker remembers it (memory ingest, then consolidation). Published only when
     memory is on for the request and the tenant; carries conversation text, so it stays inside the
@@ -180,12 +172,8 @@ class ChatTurnCompleted(msgspec.Struct, frozen=True, tag="chat_turn_completed"):
     def aggregate_id(self) -> str:
         return self.request_id
 
-    @property
-    def subject(self) -> str:
-        return f"lumina.{self.tenant_id}.{self.aggregate}.{self.event_type}"
 
-
-class MemoryIngested(msgspec.Struct, frozen=True, tag="memory_ingested"):
+class MemoryIngested(_Event, frozen=True, tag="memory_ingested"):
     """Memories were stored for a user outside the chat path (the MemoryService); the worker
     consolidates that user's memories."""
 
@@ -203,12 +191,8 @@ class MemoryIngested(msgspec.Struct, frozen=True, tag="memory_ingested"):
     def aggregate_id(self) -> str:
         return self.user_id
 
-    @property
-    def subject(self) -> str:
-        return f"lumina.{self.tenant_id}.{self.aggregate}.{self.event_type}"
 
-
-class RouteDecided(msgspec.Struct, frozen=True, tag="route_decided"):
+class RouteDecided(_Event, frozen=True, tag="route_decided"):
     """The routing policy chose a model for a request (for the console's activity view): the
     choice, its fallbacks (comma-separated route names), how many candidates were eligible and
     rejected, the model cost-aware step-down replaced (else empty), and the whole explanation
@@ -234,10 +218,6 @@ class RouteDecided(msgspec.Struct, frozen=True, tag="route_decided"):
     @property
     def aggregate_id(self) -> str:
         return self.request_id
-
-    @property
-    def subject(self) -> str:
-        return f"lumina.{self.tenant_id}.{self.aggregate}.{self.event_type}"
 
 
 DomainEvent = ChatCompleted | RegistryChanged | ModelHealthChanged | AuthenticationAudited | BudgetThresholdCrossed | ChatTurnCompleted | MemoryIngested | RouteDecided
