@@ -209,6 +209,7 @@ def _subject(principal: Principal, route: ModelRoute | None = None, model: str =
         tenant_id=principal.tenant_id,
         user_id=principal.user_id,
         api_key_id=principal.credential_id if principal.kind is PrincipalKind.API_KEY else "",
+        team_ids=principal.team_ids,
         provider=route.provider if route is not None else "",
         model=route.name if route is not None else model,
     )

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from application.identity.context import IdentityContext, audit, role_of
+from application.identity.context import IdentityContext, audit, role_and_teams
 from domain.identity import (
     ApiKey,
     InvalidCredentials,
@@ -123,10 +123,11 @@ class AuthenticateApiKey:
                       user_id=key.user_id if key else "", reason=reason, client=client)
                 await uow.commit()
                 raise InvalidCredentials(reason)
-            role = await role_of(uow, key.tenant_id, key.user_id)
+            role, teams = await role_and_teams(uow, key.tenant_id, key.user_id)
             if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
                 await uow.api_keys.touch(key.id, now)
                 await uow.commit()
         return Principal(
-            tenant_id=key.tenant_id, user_id=key.user_id, role=role, kind=PrincipalKind.API_KEY, credential_id=key.id
+            tenant_id=key.tenant_id, user_id=key.user_id, role=role, kind=PrincipalKind.API_KEY, credential_id=key.id,
+            team_ids=teams,
         )

@@ -22,7 +22,7 @@ from domain.events import AuthenticationAudited
 from domain.identity import PasswordPolicy, Role, Session, SessionPolicy, User
 from domain.ports import Clock, IdGenerator
 
-__all__ = ["IdentityContext", "IssuedSession", "RateLimit", "audit", "client_key", "issue_session", "role_of"]
+__all__ = ["IdentityContext", "IssuedSession", "RateLimit", "audit", "client_key", "issue_session", "role_and_teams", "role_of"]
 
 
 class RateLimit(msgspec.Struct, frozen=True):
@@ -133,5 +133,12 @@ async def issue_session(
 
 
 async def role_of(uow: IdentityUnitOfWork, tenant_id: str, user_id: str) -> Role:
-    roles = [m.role for m in await uow.memberships.list_for_user(tenant_id, user_id) if not m.team_id]
-    return max(roles, key=lambda r: r.rank) if roles else Role.VIEWER
+    return (await role_and_teams(uow, tenant_id, user_id))[0]
+
+
+async def role_and_teams(uow: IdentityUnitOfWork, tenant_id: str, user_id: str) -> tuple[Role, tuple[str, ...]]:
+    """The user's tenant role (the highest of their tenant memberships) and the teams they are in."""
+    memberships = await uow.memberships.list_for_user(tenant_id, user_id)
+    roles = [m.role for m in memberships if not m.team_id]
+    teams = tuple(sorted({m.team_id for m in memberships if m.team_id}))
+    return (max(roles, key=lambda r: r.rank) if roles else Role.VIEWER), teams

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from application.identity.context import IdentityContext, audit, role_of
+from application.identity.context import IdentityContext, audit, role_and_teams, role_of
 from application.identity.ports import IdentityUnitOfWork
 from domain.errors import NotFound
 from domain.identity import (
@@ -85,7 +85,7 @@ class ResolveSession:
                 await uow.sessions.delete(session.id)
                 await uow.commit()
                 raise SessionExpired("user gone")
-            role = await role_of(uow, session.tenant_id, session.user_id)
+            role, teams = await role_and_teams(uow, session.tenant_id, session.user_id)
             await uow.sessions.touch(session.id, now)
             await uow.commit()
         return Principal(
@@ -95,6 +95,7 @@ class ResolveSession:
             kind=PrincipalKind.USER,
             credential_id=session.id,
             assurance_level=session.assurance_level,
+            team_ids=teams,
         )
 
 

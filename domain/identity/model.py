@@ -118,6 +118,7 @@ class Principal(msgspec.Struct, frozen=True):
     kind: PrincipalKind
     credential_id: str  # session id or API key id
     assurance_level: int = 1  # 1: one factor; 2: two factors (sessions only)
+    team_ids: tuple[str, ...] = ()  # the teams the user belongs to (team budgets and limits)
 
     def require(self, role: Role, action: str) -> None:
         if not self.role.includes(role):

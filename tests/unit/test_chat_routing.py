@@ -455,3 +455,20 @@ async def test_settlement_failure_still_ends_with_unavailable() -> None:
     r.settled.settle = broken  # type: ignore[method-assign]
     chunks = await r.collect(ask())
     assert isinstance(chunks[-1], ErrorChunk) and chunks[-1].code == "unavailable"
+
+
+async def test_a_team_budget_applies_to_its_members_only() -> None:
+    import msgspec
+
+    world = make_world()
+    guard = BudgetGuard(world.ctx)
+    await ManageBudgets(world.ctx).create(
+        admin(), BudgetDraft(name="research daily", scope=BudgetScope.TEAM, scope_id="team-r", limit_micros=5_000,
+                             period=Period.daily())
+    )
+    r = await rig({"a": [answer("x")]}, budgets=guard, definitions=world.ctx.directory)
+    member = msgspec.structs.replace(T1, team_ids=("team-r",))
+    with pytest.raises(BudgetExceeded) as refused:
+        await r.collect(ask(max_tokens=4000), who=member)  # 4000 output tokens at $40/M: past $0.005
+    assert refused.value.budget_name == "research daily"
+    assert texts(await r.collect(ask(max_tokens=4000))) == "x"  # not in the team: the budget does not apply

@@ -162,3 +162,21 @@ async def test_identity_schema_matches_its_tables(database_url: str) -> None:
     # Only drift on the identity tables is ours to judge (other rooms add tables of their own).
     assert [d for d in diff if any(f"'{name}'" in repr(d) or f"table={name}" in repr(d) for name in ours)] == []
     await asyncio.sleep(0)
+
+
+async def test_principals_carry_the_teams_their_user_is_in(world: World) -> None:
+    """Team budgets and rate limits apply through the principal's team ids (API key and session)."""
+    from application.identity import CreateTeam, SetRole
+
+    ann = await world.user()
+    await world.user("admin@example.com", role=Role.ADMIN)
+    admin = await _principal(world, "admin@example.com")
+    team = await CreateTeam(world.ctx)(admin, "research")
+    before = await _principal(world, "ann@example.com")
+    assert before.team_ids == ()
+    await SetRole(world.ctx)(admin, ann.id, Role.MEMBER, team.id)
+    created = await CreateApiKey(world.ctx)(await _principal(world, "ann@example.com"), "ci")
+    by_key = await AuthenticateApiKey(world.ctx)(created.raw)
+    by_session = await _principal(world, "ann@example.com")
+    assert by_key.team_ids == by_session.team_ids == (team.id,)
+    assert by_key.role is Role.MEMBER  # a team membership does not change the tenant role
