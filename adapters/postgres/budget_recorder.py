@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.group_commit import GroupCommit, GroupCommitFailed
-from adapters.postgres.errors import DatabaseUnavailable, translate_errors
+from adapters.postgres.autocommit import AutocommitConnection
+from adapters.postgres.errors import DatabaseUnavailable
 from application.budgets.ports import LedgerEntry
 
 __all__ = ["RECORD_SQL", "PostgresSpendRecorder"]
@@ -59,9 +60,8 @@ _Item = tuple[LedgerEntry, Sequence[tuple[str, datetime]]]
 
 class PostgresSpendRecorder:
     def __init__(self, engine: AsyncEngine, *, max_batch: int = 256, max_delay: float = 0.0) -> None:
-        self._engine = engine
         self._group: GroupCommit[_Item] = GroupCommit(self._write, max_batch=max_batch, max_delay=max_delay)
-        self._conn: AsyncConnection | None = None
+        self._conn = AutocommitConnection(engine)
 
     @property
     def batches(self) -> int:
@@ -89,29 +89,10 @@ class PostgresSpendRecorder:
                 args.append([getattr(e, name) for e, _ in items])
         lines = [(e.reservation_id, budget_id, at) for e, buckets in items for budget_id, at in buckets]
         args += [[x[0] for x in lines], [x[1] for x in lines], [x[2] for x in lines]]
-        try:
-            async with translate_errors("record budget spend"):
-                if self._conn is None:
-                    conn = await self._engine.connect()
-                    self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                raw = await self._conn.get_raw_connection()
-                await raw.driver_connection.execute(RECORD_SQL, *args)  # type: ignore[union-attr]
-        except BaseException:
-            await self._drop_connection()
-            raise
-
-    async def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                await conn.invalidate()
-                await conn.close()
-            except Exception:  # noqa: BLE001, S110 - it is being thrown away
-                pass
+        # one statement, its own transaction: committed when execute returns
+        await self._conn.execute(RECORD_SQL, *args, what="record budget spend")
 
     async def aclose(self) -> None:
         """Write what is queued, then stop the writer and release its connection."""
         await self._group.aclose()
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.close()
+        await self._conn.aclose()

@@ -20,11 +20,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.events_codec import encode_event
 from adapters.group_commit import GroupCommit, GroupCommitFailed
-from adapters.postgres.errors import DatabaseUnavailable, translate_errors
+from adapters.postgres.autocommit import AutocommitConnection
+from adapters.postgres.errors import DatabaseUnavailable
 from adapters.telemetry.tracing import inject_headers
 from application.ports import OutboxMessage
 from domain.events import DomainEvent
@@ -55,11 +56,10 @@ SETTLE_SQL = (
 
 class PostgresSettlements:
     def __init__(self, engine: AsyncEngine, *, max_batch: int = 256, max_delay: float = 0.0) -> None:
-        self._engine = engine
         self._group: GroupCommit[tuple[UsageRecord, tuple[OutboxMessage, ...]]] = GroupCommit(
             self._write, max_batch=max_batch, max_delay=max_delay
         )
-        self._conn: AsyncConnection | None = None
+        self._conn = AutocommitConnection(engine)
 
     @property
     def batches(self) -> int:
@@ -86,31 +86,10 @@ class PostgresSettlements:
             [m.payload for m in messages],
             [_ENCODER.encode(m.headers).decode() for m in messages],
         ]
-        try:
-            async with translate_errors("settle"):
-                if self._conn is None:
-                    conn = await self._engine.connect()
-                    self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                raw = await self._conn.get_raw_connection()
-                # the driver's connection, outside SQLAlchemy's implicit transaction: the statement
-                # is its own transaction (autocommit), so it has committed when execute returns
-                await raw.driver_connection.execute(SETTLE_SQL, *args)  # type: ignore[union-attr]
-        except BaseException:
-            await self._drop_connection()  # a failed or interrupted statement may leave it unusable
-            raise
-
-    async def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                await conn.invalidate()
-                await conn.close()
-            except Exception:  # noqa: BLE001, S110 - it is being thrown away
-                pass
+        # one statement, its own transaction: committed when execute returns
+        await self._conn.execute(SETTLE_SQL, *args, what="settle")
 
     async def aclose(self) -> None:
         """Commit what is queued, then stop the writer and release its connection."""
         await self._group.aclose()
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.close()
+        await self._conn.aclose()
