@@ -97,9 +97,12 @@ def build_registry(
     factory: ProviderFactory | None = None,
     catalogue: Catalogue | None = None,
     replica: str = "",
+    connect_timeout: float | None = None,
 ) -> RegistryModule:
+    """``connect_timeout``: seconds a provider client may take to connect (the routing settings'
+    ``timeouts.connect_s``), for the default factory."""
     kms = kms or LocalKeyfileKms.in_data_dir(data_dir)
-    factory = factory or ProviderClientFactory()
+    factory = factory or ProviderClientFactory(connect_timeout=connect_timeout)
     catalogue = catalogue or ShippedCatalogue()
     pool = LiveProviderPool(uow, kms, factory)
     reload = ReloadRegistry(catalog, pool)

@@ -29,6 +29,7 @@ settings the path costs no network round trip besides the provider call and the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import random
@@ -36,6 +37,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from application.budgets.holds import HedgeHolds, RequestHolds, budget_subject
 from application.budgets.reservations import Reservation
 from application.chat_hooks import ChatHook, CompletedTurn
 from application.ports import ProviderClients, Settlements, UnitOfWorkFactory
@@ -60,6 +62,7 @@ from domain.cost import Price
 from domain.errors import (
     DomainError,
     ProviderError,
+    RateLimitExceeded,
     Unavailable,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -77,7 +80,7 @@ from domain.routing import (
     route_decided,
     should_fall_back,
 )
-from domain.usage import UsageRecord
+from domain.usage import FINISH_CANCELLED, FINISH_INTERRUPTED, UsageRecord
 
 __all__ = ["ChatAnswer", "ChatBudgets", "ChatRateLimits", "ChatStream", "CompleteChat", "StreamChat"]
 
@@ -115,9 +118,11 @@ class BudgetDefinitions(Protocol):
 class ChatRateLimits(Protocol):
     """The rate limits of the chat path (``application.budgets.EnforceRateLimits``)."""
 
-    async def acquire(self, subject: BudgetSubject, *, tokens: int = 0) -> RateLimitStatus: ...
+    async def acquire(self, subject: BudgetSubject, *, tokens: int = 0, models: bool | None = None) -> RateLimitStatus:
+        """``models``: False the caller's limits only, True only ``subject.model``'s, None all."""
+        ...
 
-    async def adjust(self, subject: BudgetSubject, *, tokens: int) -> None: ...
+    async def adjust(self, subject: BudgetSubject, *, tokens: int, models: bool | None = None) -> None: ...
 
 
 class ChatStream:
@@ -204,15 +209,7 @@ class _Deadline:
 _TOO_LONG = "the answer took longer than the total timeout"
 
 
-def _subject(principal: Principal, route: ModelRoute | None = None, model: str = "") -> BudgetSubject:
-    return BudgetSubject(
-        tenant_id=principal.tenant_id,
-        user_id=principal.user_id,
-        api_key_id=principal.credential_id if principal.kind is PrincipalKind.API_KEY else "",
-        team_ids=principal.team_ids,
-        provider=route.provider if route is not None else "",
-        model=route.name if route is not None else model,
-    )
+_subject = budget_subject
 
 
 class StreamChat:
@@ -285,8 +282,8 @@ class StreamChat:
             return await self._open(principal, request, read_ahead, -1, None, 0, None)
         prompt_tokens = self.routing.counter.count_prompt(request)
         tokens = prompt_tokens + (request.max_tokens or self.routing.settings.expected_output_tokens)
-        subject = _subject(principal, model=request.model)
-        status = await limiter.acquire(subject, tokens=tokens)
+        subject = _subject(principal)  # the caller's limits; the routed model's are taken per candidate
+        status = await limiter.acquire(subject, tokens=tokens, models=False)
         try:
             return await self._open(principal, request, read_ahead, prompt_tokens, subject, tokens, status)
         except BaseException:
@@ -333,31 +330,51 @@ class StreamChat:
         tried: list[str] = []
         attempts = 0
         last_error: BaseException | None = None
+        limited: RateLimitExceeded | None = None
+        holds = None
+        if limit_subject is not None or budgets is not None or settings.hedging.enabled:
+            holds = RequestHolds(
+                principal, sent, budgets=budgets, limiter=self._limiter if limit_subject is not None else None,
+                tokens=limit_tokens, prompt_tokens=prompt_tokens, task=task, soon=self._soon,
+            )
         for index, candidate in enumerate(candidates):
             route = routing.route(candidate)
             if not await routing.admit(route):
                 continue  # its breaker is half-open and its probe slots are taken
             client = self._providers.get(route.provider)
-            estimate, reservation = candidate.cost_micros, None
-            if budgets is not None:
-                estimate = await budgets.estimate(
-                    route.price, prompt_tokens, model=route.name, task=task, max_tokens=sent.max_tokens,
-                    model_max_output=route.capabilities.max_output_tokens,
-                )
-                reservation = await budgets.reserve(_subject(principal, route), estimate, task=task)
+            status, estimate, reservation, hedge = rate_limit, candidate.cost_micros, None, None
             backup = self._backup(candidates, index, route)
+            if holds is not None:
+                try:  # the rate limits of the model routed to, when the tenant has any
+                    status = await holds.model_limits(route, rate_limit)
+                except RateLimitExceeded as exc:
+                    limited = exc
+                    decision = decision.passed_over(route.name, f"rate limited: {exc.message}")
+                    notes[f"skipped:{route.name}"] = decision.skipped[route.name]  # in the response metadata too
+                    continue
+                try:
+                    estimate, reservation = await holds.reserve(route, estimate)
+                except BaseException:
+                    holds.give_back(route)
+                    raise
+                if backup is not None:
+                    hedge = holds.hedge(estimate, reservation)
             attempt = 0
             while True:
                 attempt += 1
                 attempts += 1
                 try:
-                    served, upstream, first, hedged = await self._first_chunk(route, client, sent, candidate, backup)
+                    served, upstream, first, hedged = await self._first_chunk(route, client, sent, candidate, backup, hedge)
                 except Exception as exc:
+                    if hedge is not None:
+                        hedge.drop_backup()  # a hedge's holds are taken again by the next attempt
                     if retry.should_retry(exc, attempt, False):
                         await self._sleep(retry.delay(attempt, exc, self._rng))
                         continue
                     if reservation is not None:
                         await self._release(reservation)
+                    if holds is not None:
+                        holds.give_back(route)
                     if index + 1 < len(candidates) and should_fall_back(exc, False):
                         last_error = exc
                         tried.append(route.name)
@@ -366,7 +383,11 @@ class StreamChat:
                 except BaseException:
                     if reservation is not None:
                         self._soon(self._release(reservation))
+                    if hedge is not None:
+                        hedge.drop_backup()
                     raise
+                if hedge is not None:  # a hedged request may have won: keep the winner's holds only
+                    estimate, reservation = hedge.keep(route, hedged)
                 try:
                     spec = await routing.provider(served.provider)
                 except BaseException:
@@ -380,16 +401,31 @@ class StreamChat:
                     label=spec.label, request_id=self._ids.new_id(), started=started,
                     deadline=t0 + settings.timeouts.total_s, prompt_tokens=prompt_tokens, tried=tuple(tried),
                     attempts=attempts, hedged=hedged, notes=notes, estimate=estimate, reservation=reservation,
-                    limit_subject=limit_subject, limit_tokens=limit_tokens,
+                    limit_subject=None if limit_subject is None else _subject(principal, served), limit_tokens=limit_tokens,
                 )
+                if hedge is not None and hedge.loser is not None:  # the hedge's loser had answered too
+                    self._charge_loser(call, hedge)
                 return ChatStream(
                     self._relay(call, upstream, first, read_ahead), request_id=call.request_id,
-                    provider=served.provider, model=served.name, rate_limit=rate_limit,
+                    provider=served.provider, model=served.name, rate_limit=status,
                     unread=functools.partial(self._unread, call, upstream),
                 )
+        if limited is not None:
+            raise limited  # the candidates left were rate limited: 429 naming the limit, with Retry-After
         if last_error is not None:
             raise last_error
         raise NoHealthyRoute(decision.requested)
+
+    def _charge_loser(self, call: _Call, hedge: HedgeHolds) -> None:
+        """A hedged attempt that answered but lost the race: its usage row (``cancelled``) and its
+        reservation settled to what it produced (the prompt and its first chunk)."""
+        assert hedge.loser is not None
+        route, first = hedge.loser
+        text = first.text if isinstance(first, (TextDelta, ReasoningDelta)) else ""
+        lost = dataclasses.replace(
+            call, route=route, request_id=self._ids.new_id(), reservation=hedge.loser_reservation, limit_subject=None,
+        )
+        self._soon(self._record_cut_off(lost, self._count(lost, [text], []), FINISH_CANCELLED, [text]))
 
     def _backup(self, candidates: tuple[Candidate, ...], index: int, route: ModelRoute) -> tuple[ModelRoute, Candidate] | None:
         """What a hedged request goes to: the next candidate, else the same model again."""
@@ -407,6 +443,7 @@ class StreamChat:
         request: ChatRequest,
         candidate: Candidate,
         backup: tuple[ModelRoute, Candidate] | None,
+        hedge: HedgeHolds | None = None,
     ) -> tuple[ModelRoute, AsyncIterator[Chunk], Chunk | None, bool]:
         """The provider's stream and its first chunk; with hedging, a second request starts after
         the model's p95 time to first token and the first to produce a chunk wins (the other is
@@ -419,7 +456,7 @@ class StreamChat:
                 await self.routing.failed(route, exc)
                 raise
             return route, upstream, first, False
-        return await self._race(route, client, backup[0], request, delay)
+        return await self._race(route, client, backup[0], request, delay, hedge)
 
     async def _start(
         self, route: ModelRoute, client: ProviderClient, request: ChatRequest
@@ -456,14 +493,15 @@ class StreamChat:
         return upstream, first
 
     async def _race(
-        self, route: ModelRoute, client: ProviderClient, backup: ModelRoute, request: ChatRequest, delay: float
+        self, route: ModelRoute, client: ProviderClient, backup: ModelRoute, request: ChatRequest, delay: float,
+        hedge: HedgeHolds | None = None,
     ) -> tuple[ModelRoute, AsyncIterator[Chunk], Chunk | None, bool]:
         routing = self.routing
         primary = asyncio.ensure_future(self._start(route, client, request))
         owners: dict[asyncio.Future[Any], ModelRoute] = {primary: route}
         try:
             done, _ = await asyncio.wait((primary,), timeout=delay)
-            if not done:
+            if not done and (hedge is None or await hedge.take_backup(backup)):
                 second = asyncio.ensure_future(self._start(backup, self._providers.get(backup.provider), request))
                 owners[second] = backup
             pending: set[asyncio.Future[Any]] = set(owners)
@@ -478,6 +516,9 @@ class StreamChat:
                         await routing.failed(owner, exc)
                 if winners:
                     winner = winners[0]
+                    if hedge is not None and len(winners) > 1:  # both answered: the loser is billed too
+                        other = winners[1]
+                        hedge.loser = (owners[other], other.result()[1])
                     await self._discard({t: r for t, r in owners.items() if t is not winner})
                     upstream, first = winner.result()
                     return owners[winner], upstream, first, winner is not primary
@@ -594,7 +635,7 @@ class StreamChat:
             await upstream.aclose()  # type: ignore[attr-defined]
             self.routing.view.finished(route.provider, route.upstream_model)
             if outcome is not True:
-                self._abandon(call, outcome is False, texts, extra)
+                self._abandon(call, outcome is False, texts, extra, usage)
         for chunk in await self._settle(call, usage, reason, texts, extra):
             yield chunk
 
@@ -605,31 +646,43 @@ class StreamChat:
         output = sum(counter.count_text(t, model) for t in (*texts, *extra) if t)
         return Usage(input_tokens=call.prompt_tokens, output_tokens=output)
 
-    def _abandon(self, call: _Call, failed: bool, texts: list[str], extra: list[str]) -> None:
-        """A stream that did not finish: the breakers learn of a failure; the reservation is settled
-        to what was produced (the provider bills it) or released when nothing was; the token meters
-        are corrected. All without waiting: the upstream is already closed."""
+    def _abandon(
+        self, call: _Call, failed: bool, texts: list[str], extra: list[str], reported: Usage | None = None
+    ) -> None:
+        """A stream that did not finish (``failed``: it broke off; else the client went away): the
+        breakers learn of a failure. When anything was produced (or the provider reported usage),
+        the usage row (``finish_reason`` ``interrupted`` or ``cancelled``), ``ChatCompleted`` and
+        ``RouteDecided`` are written and the reservation is settled to that usage (the provider
+        bills it: reported tokens, else tiktoken counts of what was streamed); when nothing was,
+        the reservation is released and no row is written. The token meters are corrected. All
+        without waiting: the upstream is already closed."""
         if failed:
             self.routing.finished(call.route, False)
-        produced = texts or extra
-        usage = self._count(call, texts, extra) if produced or call.limit_subject is not None else None
-        budgets, reservation = self._budgets, call.reservation
-        if budgets is not None and reservation is not None and reservation.counters:
-            if produced and usage is not None:
-                cost = call.route.price.cost_micros(usage)
-                self._soon(budgets.settle(reservation, cost, usage=usage, request_id=call.request_id))
-            else:
-                self._soon(self._release(reservation))
+        produced = bool(texts or extra) or reported is not None
+        usage = reported if reported is not None else (
+            self._count(call, texts, extra) if produced or call.limit_subject is not None else None
+        )
+        if produced and usage is not None:
+            ended = FINISH_INTERRUPTED if failed else FINISH_CANCELLED
+            self._soon(self._record_cut_off(call, usage, ended, texts))
+        elif self._budgets is not None and call.reservation is not None and call.reservation.counters:
+            self._soon(self._release(call.reservation))
         if self._limiter is not None and call.limit_subject is not None and usage is not None:
             self._soon(self._limiter.adjust(call.limit_subject, tokens=usage.total_tokens - call.limit_tokens))
 
-    async def _settle(
-        self, call: _Call, usage: Usage | None, reason: FinishReason, texts: list[str], extra: list[str]
-    ) -> tuple[Chunk, ...]:
-        """Settle a finished answer; its last chunks (usage and ``Finish``, or the error)."""
+    async def _record_cut_off(self, call: _Call, usage: Usage, ended: str, texts: list[str]) -> None:
+        record, events = self._outcome(call, usage, ended, texts, turn=False)
+        try:
+            await self._persist(call, record, events, usage)
+        except Unavailable as exc:
+            log.warning("usage of the cut-off request %s not recorded: %s", call.request_id, exc.message)
+
+    def _outcome(
+        self, call: _Call, usage: Usage, finish_reason: str, texts: list[str], *, turn: bool
+    ) -> tuple[UsageRecord, list[DomainEvent]]:
+        """The usage row and the events of an answer (``turn``: with the hooks' events, for an
+        answer that finished)."""
         route, principal = call.route, call.principal
-        if usage is None:
-            usage = self._count(call, texts, extra)
         model, provider = route.name, route.provider
         cost = route.price.cost_micros(usage)
         latency_ms = round((self._clock.monotonic() - call.started) * 1000)
@@ -648,7 +701,7 @@ class StreamChat:
             reasoning_tokens=usage.reasoning_tokens,
             cost_micros=cost,
             latency_ms=latency_ms,
-            finish_reason=reason.value,
+            finish_reason=finish_reason,
             created_at=now,
             conversation_id=call.request.conversation_id,
             user_id=user_id or None,
@@ -666,40 +719,60 @@ class StreamChat:
                 output_tokens=usage.output_tokens,
                 cost_micros=cost,
                 latency_ms=latency_ms,
-                finish_reason=reason.value,
+                finish_reason=finish_reason,
                 conversation_id=call.request.conversation_id or "",
                 user_id=user_id,
                 api_key_id=api_key_id,
             )
         ]
-        decision = call.decision
         if self.routing.settings.publish_decisions:
             events.append(
-                route_decided(decision, event_id=self._ids.new_id(), tenant_id=tenant_id, occurred_at=now, request_id=request_id)
+                route_decided(call.decision, event_id=self._ids.new_id(), tenant_id=tenant_id, occurred_at=now, request_id=request_id)
             )
-        if self.hooks:
-            turn = CompletedTurn(
+        if turn and self.hooks:
+            completed = CompletedTurn(
                 request_id=request_id, request=call.request, answer_text="".join(texts), provider=provider, model=model,
                 occurred_at=now,
             )
             for hook in self.hooks:
-                events.extend(hook.completed(principal, turn))
+                events.extend(hook.completed(principal, completed))
+        return record, events
+
+    async def _persist(self, call: _Call, record: UsageRecord, events: list[DomainEvent], usage: Usage) -> None:
+        """The usage row and events (one ``Settlements`` call) and the budget settlement, together;
+        raises ``Unavailable`` when the row could not be written (a failed budget settlement is
+        logged: its journal entry reaches the durable ledger later)."""
         reservation, budgets = call.reservation, self._budgets
+        if budgets is not None and reservation is not None and reservation.counters:
+            done, charged = await asyncio.gather(
+                self._settlements.settle(record, *events),
+                budgets.settle(reservation, record.cost_micros, usage=usage, request_id=record.request_id),
+                return_exceptions=True,
+            )
+            if isinstance(charged, BaseException):
+                log.warning("budget settlement of %s failed: %r", record.request_id, charged)
+            if isinstance(done, BaseException):
+                raise done
+        else:
+            await self._settlements.settle(record, *events)
+
+    async def _settle(
+        self, call: _Call, usage: Usage | None, reason: FinishReason, texts: list[str], extra: list[str]
+    ) -> tuple[Chunk, ...]:
+        """Settle a finished answer; its last chunks (usage and ``Finish``, or the error)."""
+        route = call.route
+        if usage is None:
+            usage = self._count(call, texts, extra)
+        record, events = self._outcome(call, usage, reason.value, texts, turn=True)
         try:
-            if budgets is not None and reservation is not None and reservation.counters:
-                done, charged = await asyncio.gather(
-                    self._settlements.settle(record, *events),
-                    budgets.settle(reservation, cost, usage=usage, request_id=request_id),
-                    return_exceptions=True,
-                )
-                if isinstance(charged, BaseException):
-                    log.warning("budget settlement of %s failed: %r", request_id, charged)
-                if isinstance(done, BaseException):
-                    raise done
-            else:
+            if call.reservation is None:  # the common path: no budget, one call
                 await self._settlements.settle(record, *events)
+            else:
+                await self._persist(call, record, events, usage)
         except Unavailable as exc:
             return (ErrorChunk(code=Unavailable.code, message=f"usage could not be recorded: {exc.message}", retryable=True),)
+        model, provider, request_id = route.name, route.provider, call.request_id
+        cost, latency_ms, decision = record.cost_micros, record.latency_ms, call.decision
         self.routing.finished(route, True)
         if self._limiter is not None and call.limit_subject is not None:
             self._soon(self._limiter.adjust(call.limit_subject, tokens=usage.total_tokens - call.limit_tokens))

@@ -7,7 +7,10 @@ Per budget (keys under the tenant's hash tag, so one request's keys share a clus
 (ms), ``heldsum`` the hash's total, and the spend counter: ``p:<period key>`` (a string) for a
 calendar period, ``roll`` (a hash bucket index → micro-dollars, plus the field ``seeded``) for a
 rolling window. Per reservation: ``r:<id>``, the marker that it was settled (with the spend
-moves of that settlement, so a retried settle can finish its durable part) or released.
+moves of that settlement, so a retried settle can finish its durable part) or released. Per
+tenant: ``journal``, a hash reservation id → the settled ledger entry (encoded by the caller),
+written by the same settle that moves the counters and deleted once the entry is in Postgres, so
+a crash between the two loses nothing (``application.budgets.journal``).
 
 A missing counter (never seeded, or lost with a Redis restart) makes reserve, settle and status
 answer ``{-1, i...}`` before changing anything but expired holds; the caller seeds it from the
@@ -113,8 +116,9 @@ SETTLE = (
     _NOW_MS
     + _HELPERS
     + """
--- KEYS: r:<id>, then per line: held, exp, heldsum, counter
--- ARGV: id, done_ms, actual, n, then per line: rolling, bucket, buckets, counter_ttl_ms
+-- KEYS: r:<id>, then per line: held, exp, heldsum, counter; then the tenant's journal
+-- ARGV: id, done_ms, actual, n, then per line: rolling, bucket, buckets, counter_ttl_ms; then the
+--       journal entry ('' for none), written with the settlement
 -- -> {1, before_1, after_1, ...} | {-1, missing lines...}
 --    | {-2, before_1, after_1, ...} (settled before: the moves of that time) | {-3} (released before)
 local rid, done_ms, actual, n = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
@@ -160,6 +164,8 @@ end
 local moves = {}
 for j = 2, #out do moves[#moves + 1] = string.format('%.0f', out[j]) end
 redis.call('SET', KEYS[1], 's:' .. table.concat(moves, ','), 'PX', done_ms)
+local entry = ARGV[5 + n * 4]
+if entry and entry ~= '' then redis.call('HSET', KEYS[2 + n * 4], rid, entry) end
 return out
 """
 )

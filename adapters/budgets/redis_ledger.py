@@ -7,6 +7,8 @@ reservation is admitted (budgets fail closed).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,6 +29,8 @@ from domain.errors import InvalidRequest, Unavailable
 
 __all__ = ["LedgerUnavailable", "RedisLiveLedger"]
 
+log = logging.getLogger("lumina.budgets")
+
 _DAY_MS = 86_400_000
 
 
@@ -35,7 +39,9 @@ class LedgerUnavailable(Unavailable):
 
 
 class RedisLiveLedger:
-    """``namespace`` prefixes every key (tests use one of their own per run)."""
+    """``namespace`` prefixes every key (tests use one of their own per run). Also the
+    ``SpendJournal``: ``settle`` writes its journal entry in the same script; ``forget_soon``
+    deletes entries in the background, many in one round trip."""
 
     def __init__(self, redis: Redis, *, namespace: str = "lumina:budget", done_ttl_seconds: float = 86_400) -> None:
         self._redis = redis
@@ -46,6 +52,8 @@ class RedisLiveLedger:
         self._release = redis.register_script(lua.RELEASE)
         self._status = redis.register_script(lua.STATUS)
         self._seed_rolling = redis.register_script(lua.SEED_ROLLING)
+        self._forget: dict[str, list[str]] = {}  # journal key -> reservation ids written to Postgres
+        self._forgetting: asyncio.Task[None] | None = None
 
     # keys: the tenant in braces is the cluster hash tag, so one request's keys share a slot
     def _prefix(self, tenant_id: str) -> str:
@@ -57,6 +65,9 @@ class RedisLiveLedger:
 
     def _counter_key(self, prefix: str, counter: Counter) -> str:
         return f"{prefix}:b:{counter.budget_id}:{'roll' if counter.rolling else 'p:' + counter.key}"
+
+    def _journal_key(self, tenant_id: str) -> str:
+        return f"{self._prefix(tenant_id)}:journal"
 
     def _done_key(self, prefix: str, reservation_id: str) -> str:
         return f"{prefix}:r:{reservation_id}"
@@ -94,7 +105,7 @@ class RedisLiveLedger:
                 raise InvalidRequest.single("reservation_id", "this reservation was settled or released already")
 
     async def settle(
-        self, tenant_id: str, reservation_id: str, counters: Sequence[Counter], actual_micros: int
+        self, tenant_id: str, reservation_id: str, counters: Sequence[Counter], actual_micros: int, *, journal: bytes = b""
     ) -> SettleOutcome:
         prefix = self._prefix(tenant_id)
         keys = [self._done_key(prefix, reservation_id)]
@@ -102,6 +113,8 @@ class RedisLiveLedger:
         for c in counters:
             keys += [*self._budget_keys(prefix, c.budget_id), self._counter_key(prefix, c)]
             args += [int(c.rolling), c.bucket, c.buckets, self._counter_ttl_ms(c)]
+        keys.append(self._journal_key(tenant_id))
+        args.append(journal)
         reply = [int(x) for x in await self._run(self._settle, keys, args)]
         match reply[0]:
             case 1:
@@ -134,6 +147,51 @@ class RedisLiveLedger:
             return StatusOutcome(missing=tuple(i - 1 for i in reply[1:]))
         values = reply[1:]
         return StatusOutcome(lines=tuple(zip(values[0::2], values[1::2], strict=True)))
+
+    # --- the journal (SpendJournal) ---------------------------------------------------------------
+
+    async def pending(self, limit: int = 1000) -> list[bytes]:
+        """Up to ``limit`` journal entries of every tenant (oldest keys first is not promised)."""
+        found: list[bytes] = []
+        try:
+            async for key in self._redis.scan_iter(match=f"{self._ns}:*:journal", count=1000):
+                async for _, value in self._redis.hscan_iter(key, count=500):
+                    found.append(value)
+                    if len(found) >= limit:
+                        return found
+        except RedisError as exc:
+            raise LedgerUnavailable(f"budget journal unavailable: {type(exc).__name__}") from exc
+        return found
+
+    async def forget(self, tenant_id: str, reservation_ids: Sequence[str]) -> None:
+        if not reservation_ids:
+            return
+        try:
+            await self._redis.hdel(self._journal_key(tenant_id), *reservation_ids)
+        except RedisError as exc:
+            raise LedgerUnavailable(f"budget journal unavailable: {type(exc).__name__}") from exc
+
+    def forget_soon(self, tenant_id: str, reservation_id: str) -> None:
+        self._forget.setdefault(self._journal_key(tenant_id), []).append(reservation_id)
+        if self._forgetting is None or self._forgetting.done():
+            self._forgetting = asyncio.ensure_future(self._forget_all())
+
+    async def _forget_all(self) -> None:
+        while self._forget:
+            batch, self._forget = self._forget, {}
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key, ids in batch.items():
+                        pipe.hdel(key, *ids)
+                    await pipe.execute()
+            except RedisError as exc:  # left in the journal: the next drain writes them again, once
+                log.warning("budget journal entries not trimmed: %s", type(exc).__name__)
+
+    async def flush(self) -> None:
+        """Wait for the trims still in flight."""
+        task = self._forgetting
+        if task is not None and not task.done():
+            await asyncio.wait([task], timeout=2)
 
     async def seed(self, tenant_id: str, counter: Counter, spent: int | Mapping[int, int]) -> None:
         key = self._counter_key(self._prefix(tenant_id), counter)

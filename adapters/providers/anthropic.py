@@ -326,6 +326,7 @@ class AnthropicProvider:
         default_headers: Mapping[str, str] | None = None,
         default_max_tokens: int = 4096,
         thinking_budget_tokens: int | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
         self.name = name
         self._api_key = api_key
@@ -338,7 +339,7 @@ class AnthropicProvider:
             timeout=timeout,
             max_retries=0,
             default_headers=dict(default_headers) if default_headers else None,
-            http_client=sdk_http_client(anthropic.DefaultAsyncHttpxClient),
+            http_client=sdk_http_client(anthropic.DefaultAsyncHttpxClient, connect_timeout=connect_timeout),
         )
 
     def __repr__(self) -> str:  # never shows the key

@@ -30,7 +30,11 @@ def default_base_url(kind: ProviderKind) -> str | None:
     return PROVIDER_KINDS[OPENAI_WIRE_KINDS[kind]]
 
 
-def build_provider(spec: ProviderSpec, api_key: str, *, timeout: float = 60.0) -> ProviderClient:
+def build_provider(
+    spec: ProviderSpec, api_key: str, *, timeout: float = 60.0, connect_timeout: float | None = None
+) -> ProviderClient:
+    """The client for ``spec``: ``timeout`` for the SDK's request, connecting capped at
+    ``connect_timeout`` seconds (the routing settings' ``timeouts.connect_s``)."""
     base_url = spec.base_url
     key = api_key or "unused"  # local servers take any key; the SDKs insist on one
     match spec.kind:
@@ -38,27 +42,31 @@ def build_provider(spec: ProviderSpec, api_key: str, *, timeout: float = 60.0) -
             from adapters.providers.openai import openai_compatible
 
             try:
-                return openai_compatible(OPENAI_WIRE_KINDS[kind], spec.name, api_key=key, base_url=base_url, timeout=timeout)
+                return openai_compatible(
+                    OPENAI_WIRE_KINDS[kind], spec.name, api_key=key, base_url=base_url, timeout=timeout,
+                    connect_timeout=connect_timeout,
+                )
             except ValueError as exc:
                 raise UpstreamInvalidRequest(f"provider {spec.name}: {exc}") from exc
         case ProviderKind.ANTHROPIC:
             from adapters.providers.anthropic import AnthropicProvider  # type: ignore[import-not-found]
 
-            return AnthropicProvider(spec.name, api_key=key, base_url=base_url, timeout=timeout)  # type: ignore[no-any-return]
+            return AnthropicProvider(spec.name, api_key=key, base_url=base_url, timeout=timeout, connect_timeout=connect_timeout)  # type: ignore[no-any-return]
         case ProviderKind.GEMINI:
             from adapters.providers.gemini import GeminiProvider  # type: ignore[import-not-found]
 
-            return GeminiProvider(spec.name, api_key=key, base_url=base_url, timeout=timeout)  # type: ignore[no-any-return]
+            return GeminiProvider(spec.name, api_key=key, base_url=base_url, timeout=timeout, connect_timeout=connect_timeout)  # type: ignore[no-any-return]
     raise UpstreamInvalidRequest(f"provider {spec.name}: unsupported kind {spec.kind}")  # pragma: no cover
 
 
 class ProviderClientFactory:
-    def __init__(self, *, timeout: float = 60.0, list_timeout: float = 10.0) -> None:
+    def __init__(self, *, timeout: float = 60.0, list_timeout: float = 10.0, connect_timeout: float | None = None) -> None:
         self._timeout = timeout
+        self._connect_timeout = connect_timeout
         self._list_timeout = list_timeout
 
     def build(self, spec: ProviderSpec, api_key: str) -> ProviderClient:
-        return build_provider(spec, api_key, timeout=self._timeout)
+        return build_provider(spec, api_key, timeout=self._timeout, connect_timeout=self._connect_timeout)
 
     async def list_models(self, spec: ProviderSpec, api_key: str) -> list[str]:
         base_url = spec.base_url or default_base_url(spec.kind)

@@ -351,6 +351,7 @@ class GeminiProvider:
         default_headers: Mapping[str, str] | None = None,
         api_version: str = "v1beta",
         include_thoughts: bool = True,
+        connect_timeout: float | None = None,
     ) -> None:
         self.name = name
         self._api_key = api_key
@@ -366,7 +367,7 @@ class GeminiProvider:
                 timeout=max(1, round(timeout * 1000)),
                 # an explicit transport keeps google-genai on httpx2 (it switches to its own
                 # aiohttp path, without event hooks, whenever aiohttp is installed)
-                async_client_args={"event_hooks": {"response": [_track_response]}, **aiohttp_client_args()},
+                async_client_args={"event_hooks": {"response": [_track_response]}, **aiohttp_client_args(connect_timeout=connect_timeout)},
             ),
         )
 

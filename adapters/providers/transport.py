@@ -18,7 +18,9 @@ Behaviour kept from the default transport:
   ``ReadTimeout``, a server that disconnects or sends a broken response -> ``RemoteProtocolError``,
   other socket errors -> ``ReadError``;
 - timeouts per request from the request's ``timeout`` extension (connect, read between chunks,
-  pool); the body is decoded by ``httpx2`` (``auto_decompress`` off here), cookies are the
+  pool), the connect part capped by the transport's ``connect_timeout`` when one is set (the
+  routing settings' ``timeouts.connect_s``: a provider that does not accept the connection fails
+  with ``ConnectTimeout`` within it, whatever the SDK's overall timeout); the body is decoded by ``httpx2`` (``auto_decompress`` off here), cookies are the
   ``httpx2`` client's (aiohttp's jar is a dummy), redirects are the ``httpx2`` client's;
 - proxies: ``HTTP(S)_PROXY``/``ALL_PROXY``/``NO_PROXY`` become ``httpx2`` proxy mounts (httpcore2)
   beside this transport, as ``httpx2`` and the anthropic SDK mount them for their own default
@@ -145,7 +147,11 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         verify: ssl.SSLContext | bool = True,
         max_connections: int = MAX_CONNECTIONS,
         keepalive_seconds: float = KEEPALIVE_SECONDS,
+        connect_timeout: float | None = None,
     ) -> None:
+        if connect_timeout is not None and not connect_timeout > 0:
+            raise ValueError("connect_timeout must be positive")
+        self._connect_cap = connect_timeout
         self._ssl = _default_ssl_context() if verify is True else httpx2.create_ssl_context(verify=verify)
         self._max_connections = max_connections
         self._keepalive = keepalive_seconds
@@ -175,6 +181,9 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         timeout = self._timeouts.get(key)
         if timeout is None:
             connect, read, pool = key
+            cap = self._connect_cap
+            if cap is not None:
+                connect = cap if connect is None else min(connect, cap)
             acquire = None if connect is None or pool is None else connect + pool  # wait for a slot, then connect
             timeout = aiohttp.ClientTimeout(total=None, connect=acquire, sock_connect=connect, sock_read=read)
             if len(self._timeouts) < 64:
@@ -226,19 +235,23 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             await session.close()
 
 
-def aiohttp_client_args(*, trust_env: bool = True) -> dict[str, Any]:
-    """``httpx2.AsyncClient`` arguments: an ``AiohttpTransport`` and, with ``trust_env``, the
-    environment's proxies as ``mounts`` (``None`` for ``NO_PROXY`` patterns: this transport)."""
+def aiohttp_client_args(*, trust_env: bool = True, connect_timeout: float | None = None) -> dict[str, Any]:
+    """``httpx2.AsyncClient`` arguments: an ``AiohttpTransport`` (connects capped at
+    ``connect_timeout`` seconds) and, with ``trust_env``, the environment's proxies as ``mounts``
+    (``None`` for ``NO_PROXY`` patterns: this transport)."""
     mounts: dict[str, httpx2.AsyncBaseTransport | None] = {}
     if trust_env:  # what httpx2 mounts beside its own default transport
         for pattern, url in get_environment_proxies().items():
             mounts[pattern] = None if url is None else httpx2.AsyncHTTPTransport(proxy=url)
-    return {"transport": AiohttpTransport(), "mounts": mounts}
+    return {"transport": AiohttpTransport(connect_timeout=connect_timeout), "mounts": mounts}
 
 
-def sdk_http_client(client_class: Callable[..., ClientT], **kwargs: Any) -> ClientT:
+def sdk_http_client(
+    client_class: Callable[..., ClientT], *, connect_timeout: float | None = None, **kwargs: Any
+) -> ClientT:
     """``client_class`` (an SDK's ``DefaultAsyncHttpxClient``: its timeout, limits and redirect
-    defaults) over an ``AiohttpTransport``, with the environment's proxies mounted unless
-    ``kwargs`` (for the client) say ``trust_env=False`` or give a ``proxy``."""
+    defaults) over an ``AiohttpTransport`` (connects capped at ``connect_timeout`` seconds), with
+    the environment's proxies mounted unless ``kwargs`` (for the client) say ``trust_env=False``
+    or give a ``proxy``."""
     env = kwargs.get("trust_env", True) and kwargs.get("proxy") is None
-    return client_class(**aiohttp_client_args(trust_env=env), **kwargs)
+    return client_class(**aiohttp_client_args(trust_env=env, connect_timeout=connect_timeout), **kwargs)

@@ -2,19 +2,28 @@
 (``api.auth.current_principal``), encode. The use cases authorize (admins change budgets and rate
 limits; members read them and their own usage); domain errors become statuses with google.rpc
 details in the edge interceptor. Field violations name the request's fields (``spec.limit_micros``,
-``rate_limit.scope_id``, ``start_time``)."""
+``rate_limit.scope_id``, ``start_time``). Decoding is shared with the REST edge (``api.budgets``:
+``budget_draft``, ``rate_limit_draft``, ``usage_query``); here, protobuf enums become the domain's
+names and timestamps datetimes."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from api.auth import current_principal
+from api.budgets import (
+    BUDGET_RENAMES,
+    DEFAULT_USAGE_SPAN,
+    budget_draft,
+    fields_under,
+    rate_limit_draft,
+    usage_query,
+)
 from application.budgets import (
     BudgetDraft,
     BudgetReport,
@@ -30,7 +39,6 @@ from domain.budgets import (
     BudgetScope,
     Enforcement,
     ForecastMethod,
-    Period,
     PeriodKind,
     RateLimit,
     RateLimitScope,
@@ -55,8 +63,6 @@ __all__ = [
 BUDGET_SERVICE = pb.DESCRIPTOR.services_by_name["BudgetService"].full_name
 USAGE_SERVICE = pb.DESCRIPTOR.services_by_name["UsageService"].full_name
 T = TypeVar("T")
-DEFAULT_USAGE_SPAN = timedelta(days=30)
-"""A usage query without a start covers this much before its end."""
 
 _SCOPES = {
     pb.BUDGET_SCOPE_TENANT: BudgetScope.TENANT,
@@ -103,17 +109,12 @@ _SCOPES_OUT, _PERIODS_OUT, _ENFORCEMENT_OUT = _out(_SCOPES), _out(_PERIODS), _ou
 _METHODS_OUT, _RATE_SCOPES_OUT = _out(_METHODS), _out(_RATE_SCOPES)
 
 
-@contextlib.contextmanager
-def fields_under(prefix: str, renames: Mapping[str, str] | None = None) -> Iterator[None]:
-    """Re-raise ``InvalidRequest`` with its fields named as the request names them: ``renames``
-    first (a domain name -> the request's), then ``prefix`` in front."""
-    try:
-        yield
-    except InvalidRequest as exc:
-        names = renames or {}
-        raise InvalidRequest(
-            [FieldViolation(prefix + names.get(v.field, v.field), v.description) for v in exc.violations]
-        ) from None
+def _name(table: Mapping[int, BudgetScope | PeriodKind | Enforcement | RateLimitScope | UsageDimension | TimeBucket], value: int) -> str:
+    """A protobuf enum value as the domain names it ("" when unset; an unknown number as is)."""
+    if value == 0:
+        return ""
+    found = table.get(value)
+    return str(value) if found is None else found.value
 
 
 def _enum(table: Mapping[int, T], value: int, field: str, *, default: T | None = None) -> T:
@@ -139,34 +140,20 @@ def _time(stamp: Timestamp, field: str) -> datetime:
         raise InvalidRequest.single(field, "out of range") from None
 
 
-_SPEC_RENAMES = {"period.rolling_seconds": "rolling_seconds"}
+_SPEC_RENAMES = BUDGET_RENAMES
 
 
 def decode_spec(spec: pb.BudgetSpec) -> BudgetDraft:
     """A ``BudgetSpec`` as a draft; ``InvalidRequest`` (fields named as in the spec) on bad input."""
-    problems: list[FieldViolation] = []
-    decoded: dict[str, object] = {}
-    for name, table, value, default in (
-        ("scope", _SCOPES, spec.scope, None),
-        ("period", _PERIODS, spec.period, None),
-        ("enforcement", _ENFORCEMENT, spec.enforcement, Enforcement.HARD),
-    ):
-        try:
-            decoded[name] = _enum(table, value, name, default=default)  # type: ignore[arg-type]
-        except InvalidRequest as exc:
-            problems += exc.violations
-    if problems:
-        raise InvalidRequest(problems)
-    with fields_under("", _SPEC_RENAMES):
-        period = Period(decoded["period"], rolling_seconds=spec.rolling_seconds)  # type: ignore[arg-type]
-    return BudgetDraft(
+    return budget_draft(
         name=spec.name,
-        scope=decoded["scope"],  # type: ignore[arg-type]
+        scope=_name(_SCOPES, spec.scope),
         scope_id=spec.scope_id,
         limit_micros=spec.limit_micros,
-        period=period,
-        enforcement=decoded["enforcement"],  # type: ignore[arg-type]
-        thresholds=tuple(spec.thresholds) or (50, 80, 100),
+        period=_name(_PERIODS, spec.period),
+        rolling_seconds=spec.rolling_seconds,
+        enforcement=_name(_ENFORCEMENT, spec.enforcement),
+        thresholds=list(spec.thresholds) or None,
         provider=spec.provider,
         model=spec.model,
         enabled=spec.enabled if spec.HasField("enabled") else True,
@@ -217,8 +204,8 @@ def encode_status(report: BudgetReport) -> pb.GetBudgetStatusResponse:
 
 def decode_rate_limit(limit: pb.RateLimit) -> RateLimitDraft:
     with fields_under("rate_limit."):
-        return RateLimitDraft(
-            scope=_enum(_RATE_SCOPES, limit.scope, "scope"),
+        return rate_limit_draft(
+            scope=_name(_RATE_SCOPES, limit.scope),
             scope_id=limit.scope_id,
             requests_per_minute=limit.requests_per_minute,
             tokens_per_minute=limit.tokens_per_minute,
@@ -335,41 +322,22 @@ class UsageServicer(budget_pb2_grpc.UsageServiceServicer):
     async def QueryUsage(self, request: pb.QueryUsageRequest, context: grpc.aio.ServicerContext) -> pb.QueryUsageResponse:
         principal = current_principal()
         problems: list[FieldViolation] = []
-        end = start = self._clock.now()
-        try:
-            end = _time(request.end_time, "end_time") if request.HasField("end_time") else self._clock.now()
-            start = _time(request.start_time, "start_time") if request.HasField("start_time") else end - DEFAULT_USAGE_SPAN
-        except InvalidRequest as exc:
-            problems += exc.violations
-        group_by: list[UsageDimension] = []
-        for i, value in enumerate(request.group_by):
-            try:
-                group_by.append(_enum(_DIMENSIONS, value, f"group_by[{i}]"))
-            except InvalidRequest as exc:
-                problems += exc.violations
-        bucket = None
-        if request.bucket:
-            try:
-                bucket = _enum(_BUCKETS, request.bucket, "bucket")
-            except InvalidRequest as exc:
-                problems += exc.violations
-        filters: dict[UsageDimension, str] = {}
-        for i, f in enumerate(request.filters):
-            try:
-                dim = _enum(_DIMENSIONS, f.dimension, f"filters[{i}].dimension")
-            except InvalidRequest as exc:
-                problems += exc.violations
-                continue
-            if dim in filters:
-                problems.append(FieldViolation(f"filters[{i}].dimension", "a dimension is filtered twice"))
-            filters[dim] = f.value
-        if problems:
-            raise InvalidRequest(problems)
+        times: dict[str, datetime] = {}
+        for field in ("start_time", "end_time"):
+            if request.HasField(field):
+                try:
+                    times[field] = _time(getattr(request, field), field)
+                except InvalidRequest as exc:
+                    problems += exc.violations
+        query = usage_query(
+            now=self._clock.now(), start=times.get("start_time"), end=times.get("end_time"),
+            group_by=[(f"group_by[{i}]", _name(_DIMENSIONS, v)) for i, v in enumerate(request.group_by)],
+            bucket=("bucket", _name(_BUCKETS, request.bucket)),
+            filters=[(f"filters[{i}].dimension", _name(_DIMENSIONS, f.dimension), f.value) for i, f in enumerate(request.filters)],
+            limit=request.limit, problems=problems,
+        )
         with fields_under("", _USAGE_RENAMES):
-            rows = await self._usage(
-                principal, start=start, end=end, group_by=group_by, bucket=bucket, filters=filters,
-                limit=request.limit or 10_000,
-            )
+            rows = await self._usage(principal, **query.as_kwargs())  # type: ignore[arg-type]
         return pb.QueryUsageResponse(rows=[encode_usage_row(r) for r in rows])
 
 

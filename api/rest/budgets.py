@@ -16,7 +16,9 @@ for bad input), the caller from ``api.auth.current_principal``.
                                             and filters ?tenant= &team= &user= &api_key= &provider= &model=
 
 Changing budgets and rate limits needs the admin role; any member may read them. Usage: admins
-see the tenant, other members their own. ``rate_limit_headers`` renders the ``x-ratelimit-*``
+see the tenant, other members their own. Decoding is shared with the gRPC edge (``api.budgets``:
+``budget_draft``, ``rate_limit_draft``, ``usage_query``); here, JSON bodies and query parameters
+are read. ``rate_limit_headers`` renders the ``x-ratelimit-*``
 headers of a request that passed the limiter.
 """
 
@@ -31,7 +33,14 @@ from litestar import Request, Router, delete, get, post, put
 from litestar.params import FromPath, FromQuery
 
 from api.auth import current_principal
-from api.grpc.budget import DEFAULT_USAGE_SPAN, fields_under
+from api.budgets import (
+    BUDGET_RENAMES,
+    UsageParams,
+    budget_draft,
+    fields_under,
+    rate_limit_draft,
+    usage_query,
+)
 from application.budgets import (
     BudgetDraft,
     BudgetReport,
@@ -41,16 +50,11 @@ from application.budgets import (
     QueryUsage,
     RateLimitDraft,
 )
-from application.budgets.ports import TimeBucket, UsageDimension, UsageRow
+from application.budgets.ports import UsageDimension, UsageRow
 from domain.budgets import (
     Budget,
-    BudgetScope,
-    Enforcement,
     ForecastMethod,
-    Period,
-    PeriodKind,
     RateLimit,
-    RateLimitScope,
     RateLimitStatus,
 )
 from domain.errors import FieldViolation, InvalidRequest
@@ -101,13 +105,10 @@ class BudgetIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     enabled: bool = True
 
     def draft(self) -> BudgetDraft:
-        with fields_under("", _RENAMES):
-            period = Period(PeriodKind(self.period), rolling_seconds=self.rolling_seconds)
-        return BudgetDraft(
-            name=self.name, scope=BudgetScope(self.scope), scope_id=self.scope_id, limit_micros=self.limit_micros,
-            period=period, enforcement=Enforcement(self.enforcement),
-            thresholds=tuple(self.thresholds) if self.thresholds is not None else (50, 80, 100),
-            provider=self.provider, model=self.model, enabled=self.enabled,
+        return budget_draft(
+            name=self.name, scope=self.scope, scope_id=self.scope_id, limit_micros=self.limit_micros,
+            period=self.period, rolling_seconds=self.rolling_seconds, enforcement=self.enforcement,
+            thresholds=self.thresholds, provider=self.provider, model=self.model, enabled=self.enabled,
         )
 
 
@@ -189,8 +190,8 @@ class RateLimitIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     burst_tokens: int = 0
 
     def draft(self) -> RateLimitDraft:
-        return RateLimitDraft(
-            scope=RateLimitScope(self.scope), scope_id=self.scope_id, requests_per_minute=self.requests_per_minute,
+        return rate_limit_draft(
+            scope=self.scope, scope_id=self.scope_id, requests_per_minute=self.requests_per_minute,
             tokens_per_minute=self.tokens_per_minute, burst_requests=self.burst_requests, burst_tokens=self.burst_tokens,
         )
 
@@ -235,7 +236,7 @@ class UsageOut(msgspec.Struct, frozen=True):
     rows: list[UsageRowOut]
 
 
-_RENAMES = {"period.rolling_seconds": "rolling_seconds"}
+_RENAMES = BUDGET_RENAMES
 _AT = re.compile(r"^(?P<message>.*?) - at `\$(?P<path>.*)`$")
 _NAMED = re.compile(r"field `(?P<field>[^`]+)`")
 
@@ -275,48 +276,31 @@ def _choices(enum: type[Any]) -> str:
     return ", ".join(e.value for e in enum)
 
 
-def _usage_params(params: Any, now: datetime) -> dict[str, Any]:
+def _usage_params(params: Any, now: datetime) -> UsageParams:
     """Decode ``/v1/usage``'s query; every problem at once, named by its parameter."""
     problems: list[FieldViolation] = []
     unknown = set(params.keys()) - {"group_by", "bucket", "from", "to", "limit", *(d.value for d in UsageDimension)}
     problems += [FieldViolation(name, "unknown parameter") for name in sorted(unknown)]
-    group_by: list[UsageDimension] = []
-    for raw in params.getall("group_by", []):
-        for name in filter(None, (x.strip() for x in raw.split(","))):
-            try:
-                group_by.append(UsageDimension(name))
-            except ValueError:
-                problems.append(FieldViolation("group_by", f"unknown dimension {name!r} (one of {_choices(UsageDimension)})"))
-    bucket = None
-    if params.get("bucket"):
-        try:
-            bucket = TimeBucket(params["bucket"])
-        except ValueError:
-            problems.append(FieldViolation("bucket", f"one of {_choices(TimeBucket)}"))
-    end = start = now
-    for name in ("to", "from"):
+    times: dict[str, datetime] = {}
+    for name in ("from", "to"):
         if params.get(name):
             try:
-                value = _time(params[name], name)
+                times[name] = _time(params[name], name)
             except InvalidRequest as exc:
                 problems += exc.violations
-                continue
-            if name == "to":
-                end = value
-            else:
-                start = value
-    if not params.get("from"):
-        start = end - DEFAULT_USAGE_SPAN
-    limit = 10_000
+    limit = None
     if params.get("limit"):
         try:
             limit = int(params["limit"])
         except ValueError:
             problems.append(FieldViolation("limit", "an integer from 1 to 10000"))
-    filters = {d: params[d.value] for d in UsageDimension if d.value in params}
-    if problems:
-        raise InvalidRequest(problems)
-    return {"start": start, "end": end, "group_by": group_by, "bucket": bucket, "filters": filters, "limit": limit}
+    return usage_query(
+        now=now, start=times.get("from"), end=times.get("to"),
+        group_by=[("group_by", name) for raw in params.getall("group_by", []) for name in filter(None, (x.strip() for x in raw.split(",")))],
+        bucket=("bucket", params.get("bucket") or ""),
+        filters=[(d.value, d.value, params[d.value]) for d in UsageDimension if d.value in params],
+        limit=limit, problems=problems,
+    )
 
 
 def create_budget_router(
@@ -376,10 +360,10 @@ def create_budget_router(
         principal = current_principal()
         query = _usage_params(request.query_params, clock.now())
         with fields_under("", {"start": "from", "end": "to"}):
-            rows = await usage(principal, **query)
+            rows = await usage(principal, **query.as_kwargs())  # type: ignore[arg-type]
         return UsageOut(
-            start=query["start"], end=query["end"], group_by=[d.value for d in query["group_by"]],
-            bucket=query["bucket"].value if query["bucket"] is not None else None,
+            start=query.start, end=query.end, group_by=[d.value for d in query.group_by],
+            bucket=query.bucket.value if query.bucket is not None else None,
             rows=[UsageRowOut.of(r) for r in rows],
         )
 

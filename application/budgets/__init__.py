@@ -10,6 +10,7 @@ from application.budgets.context import (
 )
 from application.budgets.forecast import BudgetReport, GetBudgetStatus
 from application.budgets.guard import BudgetGuard
+from application.budgets.journal import DrainSpendJournal, JournalDrainer
 from application.budgets.manage import (
     BudgetDraft,
     ManageBudgets,
@@ -34,9 +35,11 @@ __all__ = [
     "BudgetDraft",
     "BudgetGuard",
     "BudgetReport",
+    "DrainSpendJournal",
     "EnforceRateLimits",
     "GetBudgetStatus",
     "Headroom",
+    "JournalDrainer",
     "ManageBudgets",
     "ManageRateLimits",
     "PredictOutputTokens",

@@ -14,6 +14,7 @@ from application.budgets.ports import (
     BudgetUnitOfWorkFactory,
     LedgerEntry,
     LiveLedger,
+    SpendJournal,
     SpendRecorder,
 )
 from domain.budgets import Budget, Counter, RateLimit
@@ -80,7 +81,9 @@ class UnitOfWorkSpendRecorder:
 class BudgetContext:
     """``reservation_ttl``: seconds a hold lives unless settled or released (a crashed replica's
     holds free their headroom after it). ``recorder``: how settled entries reach the durable
-    ledger (default: a unit of work each; the composition root may install group commit)."""
+    ledger (default: a unit of work each; the composition root may install group commit).
+    ``journal``: where the live ledger keeps settled entries until they are durable (None: no
+    journal; a crash between the two writes loses that entry from the durable ledger)."""
 
     uow: BudgetUnitOfWorkFactory
     ledger: LiveLedger
@@ -90,6 +93,7 @@ class BudgetContext:
     reservation_ttl: float = 600.0
     seed_attempts: int = 3
     recorder: SpendRecorder | None = None
+    journal: SpendJournal | None = None
 
     @property
     def spend_recorder(self) -> SpendRecorder:

@@ -36,6 +36,7 @@ __all__ = [
     "ReserveOutcome",
     "SettleOutcome",
     "SettleStatus",
+    "SpendJournal",
     "SpendLedger",
     "SpendRecorder",
     "StatusOutcome",
@@ -103,10 +104,12 @@ class LiveLedger(Protocol):
         ...
 
     async def settle(
-        self, tenant_id: str, reservation_id: str, counters: Sequence[Counter], actual_micros: int
+        self, tenant_id: str, reservation_id: str, counters: Sequence[Counter], actual_micros: int, *, journal: bytes = b""
     ) -> SettleOutcome:
         """Drop the reservation's holds (those not expired) and add ``actual_micros`` to each
-        counter, atomically; idempotent by ``reservation_id`` (remembered for a day)."""
+        counter, atomically; idempotent by ``reservation_id`` (remembered for a day). A
+        ``journal`` entry is kept, in the same atomic step, under the reservation id until
+        ``SpendJournal.forget`` (only when this call settles: not for a duplicate)."""
         ...
 
     async def release(self, tenant_id: str, reservation_id: str, budget_ids: Sequence[str]) -> bool:
@@ -118,6 +121,28 @@ class LiveLedger(Protocol):
     async def seed(self, tenant_id: str, counter: Counter, spent: int | Mapping[int, int]) -> None:
         """Create a missing counter from the durable ledger: a calendar period's total, or a
         rolling window's spend per bucket index. An existing counter is left alone."""
+        ...
+
+
+class SpendJournal(Protocol):
+    """The settled entries the live ledger keeps until they are known to be in the durable one
+    (``application.budgets.journal``): written by ``LiveLedger.settle`` itself, so a crash
+    between the live settlement and the durable write loses no spend."""
+
+    async def pending(self, limit: int = 1000) -> Sequence[bytes]:
+        """Up to ``limit`` entries still kept, of every tenant."""
+        ...
+
+    async def forget(self, tenant_id: str, reservation_ids: Sequence[str]) -> None:
+        """Drop entries that are in the durable ledger now."""
+        ...
+
+    def forget_soon(self, tenant_id: str, reservation_id: str) -> None:
+        """``forget`` without waiting (batched with others)."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait for the ``forget_soon`` work still in flight."""
         ...
 
 

@@ -9,6 +9,12 @@ request (its tenant, teams, user, API key and model), through shared GCRA meters
 refusal raises ``RateLimitExceeded`` naming the limit, with ``retry_after`` (seconds) and the
 ``x-ratelimit-*`` headers. ``adjust`` charges (or gives back) the difference once the actual
 token count is known.
+
+``models`` picks the limits: None every one that covers the subject; False all but the
+model-scoped ones (the caller's limits, acquired before routing); True only the model-scoped ones
+of ``subject.model`` (the model a request was routed to, acquired per candidate: an exhausted one
+passes the request on to the next candidate). A subject without model-scoped limits costs no
+call to the limiter.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from domain.budgets import (
     GcraResult,
     MeterStatus,
     RateLimit,
+    RateLimitScope,
     RateLimitStatus,
     applicable_rate_limits,
 )
@@ -50,10 +57,16 @@ class EnforceRateLimits:
         self._ctx = ctx
         self._limiter = limiter
 
-    async def acquire(self, subject: BudgetSubject, *, tokens: int = 0) -> RateLimitStatus:
+    async def _limits(self, subject: BudgetSubject, models: bool | None) -> list[RateLimit]:
+        limits = applicable_rate_limits(await self._ctx.directory.rate_limits(subject.tenant_id), subject)
+        if models is None:
+            return limits
+        return [r for r in limits if (r.scope is RateLimitScope.MODEL) is models]
+
+    async def acquire(self, subject: BudgetSubject, *, tokens: int = 0, models: bool | None = None) -> RateLimitStatus:
         if tokens < 0:
             raise InvalidRequest.single("tokens", "cannot be negative")
-        limits = applicable_rate_limits(await self._ctx.directory.rate_limits(subject.tenant_id), subject)
+        limits = await self._limits(subject, models)
         meters = _meters(limits, tokens)
         if not meters:
             return RateLimitStatus()
@@ -70,11 +83,11 @@ class EnforceRateLimits:
             raise RateLimitExceeded(_describe(limit, kind), limit_id=limit.id, retry_after=wait, headers=status.headers())
         return status
 
-    async def adjust(self, subject: BudgetSubject, *, tokens: int) -> None:
+    async def adjust(self, subject: BudgetSubject, *, tokens: int, models: bool | None = None) -> None:
         """Charge ``tokens`` more (negative: give them back) to the token meters that apply."""
         if not tokens:
             return
-        limits = applicable_rate_limits(await self._ctx.directory.rate_limits(subject.tenant_id), subject)
+        limits = await self._limits(subject, models)
         meters = [m for _, kind, m in _meters(limits, tokens) if kind == "tokens"]
         if meters:
             await self._limiter.adjust(subject.tenant_id, meters)

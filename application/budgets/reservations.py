@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 import msgspec
 
 from application.budgets.context import BudgetContext, seed_counters
+from application.budgets.journal import encode_journal_entry
 from application.budgets.ports import (
     LedgerEntry,
     ReserveLine,
@@ -157,17 +158,6 @@ class Settle:
         tenant = reservation.tenant_id
         budgets = {b.id: b for b in await ctx.directory.budgets(tenant)}
         counters = [_settle_counter(c, budgets.get(c.budget_id), now) for c in reservation.counters]
-        outcome = SettleOutcome(SettleStatus.SETTLED)
-        if counters:
-            for _ in range(ctx.seed_attempts):
-                outcome = await ctx.ledger.settle(tenant, reservation.id, counters, actual_micros)
-                if outcome.status is not SettleStatus.MISSING:
-                    break
-                await seed_counters(ctx, tenant, [counters[i] for i in outcome.missing])
-            else:
-                raise Unavailable("budget counters could not be rebuilt; try again")
-        if outcome.status is SettleStatus.RELEASED:  # it cost nothing, as its caller said then
-            return Settlement(reservation.id, 0, duplicate=True)
         usage = usage or Usage()
         subject = reservation.subject
         entry = LedgerEntry(
@@ -187,7 +177,25 @@ class Settle:
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
         )
-        await ctx.spend_recorder.record(entry, [(c.budget_id, c.ledger_bucket) for c in counters])
+        buckets = [(c.budget_id, c.ledger_bucket) for c in counters]
+        journal = ctx.journal
+        outcome = SettleOutcome(SettleStatus.SETTLED)
+        if counters:
+            # the entry goes into the live ledger's journal with the settlement itself (one atomic
+            # step): should this process die before the durable write below, a drain writes it
+            payload = encode_journal_entry(entry, buckets) if journal is not None else b""
+            for _ in range(ctx.seed_attempts):
+                outcome = await ctx.ledger.settle(tenant, reservation.id, counters, actual_micros, journal=payload)
+                if outcome.status is not SettleStatus.MISSING:
+                    break
+                await seed_counters(ctx, tenant, [counters[i] for i in outcome.missing])
+            else:
+                raise Unavailable("budget counters could not be rebuilt; try again")
+        if outcome.status is SettleStatus.RELEASED:  # it cost nothing, as its caller said then
+            return Settlement(reservation.id, 0, duplicate=True)
+        await ctx.spend_recorder.record(entry, buckets)
+        if journal is not None and counters:
+            journal.forget_soon(tenant, reservation.id)  # durable now (trims batch up, off the request path)
         crossings = [
             (budgets[c.budget_id], c, threshold, after)
             for c, (before, after) in zip(counters, outcome.moves, strict=True)

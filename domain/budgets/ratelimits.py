@@ -127,6 +127,15 @@ class RateLimitStatus(msgspec.Struct, frozen=True):
     requests: MeterStatus | None = None
     tokens: MeterStatus | None = None
 
+    def tighter(self, other: RateLimitStatus | None) -> RateLimitStatus:
+        """Both statuses in one: per kind, the meter with the least remaining (then the latest
+        reset), e.g. the caller's limits and the routed model's."""
+        if other is None or other == _NO_LIMIT:
+            return self
+        if self == _NO_LIMIT:
+            return other
+        return RateLimitStatus(requests=_tighter(self.requests, other.requests), tokens=_tighter(self.tokens, other.tokens))
+
     def headers(self) -> dict[str, str]:
         """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``, as OpenAI sends them."""
         out: dict[str, str] = {}
@@ -136,6 +145,15 @@ class RateLimitStatus(msgspec.Struct, frozen=True):
                 out[f"x-ratelimit-remaining-{name}"] = str(meter.remaining)
                 out[f"x-ratelimit-reset-{name}"] = format_reset(meter.reset_seconds)
         return out
+
+
+_NO_LIMIT = RateLimitStatus()
+
+
+def _tighter(a: MeterStatus | None, b: MeterStatus | None) -> MeterStatus | None:
+    if a is None or b is None:
+        return a or b
+    return a if (a.remaining, -a.reset_seconds) <= (b.remaining, -b.reset_seconds) else b
 
 
 def format_reset(seconds: float) -> str:

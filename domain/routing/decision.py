@@ -73,7 +73,9 @@ class RouteDecision(msgspec.Struct, frozen=True):
     was read ("default", "model", "alias", "group"). ``eligible``: every eligible model (name order)
     and ``scores`` their scores, position by position (``scores_by_model`` pairs them up);
     ``rejected``: every other registry model and why. Together with ``chosen`` and ``fallbacks``
-    (a prefix of the eligible ones, best first), they account for every model in the registry."""
+    (a prefix of the eligible ones, best first), they account for every model in the registry.
+    ``skipped``: candidates passed over when their turn came, and why (e.g. the routed model's
+    rate limit was exhausted); ``passed_over`` adds one."""
 
     tenant_id: str
     requested: str
@@ -87,6 +89,11 @@ class RouteDecision(msgspec.Struct, frozen=True):
     rejected: dict[str, str]
     step_down: StepDown | None = None
     capable: int = 0  # candidates that passed every static filter (before health and breakers)
+    skipped: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def passed_over(self, model: str, reason: str) -> RouteDecision:
+        """This decision with candidate ``model`` skipped at call time for ``reason``."""
+        return msgspec.structs.replace(self, skipped={**self.skipped, model: reason})
 
     @property
     def scores_by_model(self) -> dict[str, float]:

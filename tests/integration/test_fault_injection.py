@@ -9,7 +9,8 @@ lists the broken ones first. Breakers are shared through Redis.
   (in Redis), so later requests go straight to the healthy one; usage rows and RouteDecided events
   are committed for every request.
 - A provider that drops its stream after content reached the client: the client gets that text
-  once, then one clean error event — never a second answer, never duplicated text.
+  once, then one clean error event — never a second answer, never duplicated text; the usage row
+  of what was streamed is written all the same (``finish_reason`` ``interrupted``).
 """
 
 from __future__ import annotations
@@ -227,6 +228,17 @@ async def test_a_stream_dropped_after_content_ends_with_one_error_and_no_repeate
                 if chunk.choices and chunk.choices[0].delta.content:
                     seen.append(chunk.choices[0].delta.content)
     assert "".join(seen) == content
+    # both cut-off answers are recorded: a usage row each, marked interrupted, tokens counted
+    await stack.backend.stream_chat.drain()
+    engine = create_engine(stack.database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(sa.text(
+                "SELECT finish_reason, count(*), min(output_tokens) FROM usage_records WHERE tenant_id = :t"
+                " AND provider = :p GROUP BY finish_reason"), {"t": TENANT, "p": late})).all()
+    finally:
+        await engine.dispose()
+    assert [(reason, n) for reason, n, _ in rows] == [("interrupted", 2)] and rows[0][2] > 0
 
 
 async def _whole_answer(stack: Stack) -> str:

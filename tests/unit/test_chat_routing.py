@@ -472,3 +472,92 @@ async def test_a_team_budget_applies_to_its_members_only() -> None:
         await r.collect(ask(max_tokens=4000), who=member)  # 4000 output tokens at $40/M: past $0.005
     assert refused.value.budget_name == "research daily"
     assert texts(await r.collect(ask(max_tokens=4000))) == "x"  # not in the team: the budget does not apply
+
+
+# --- rate limits of the routed model; hedging and budget holds -------------------------------------
+
+
+async def _model_limits(*models: str, rpm: int = 1):  # type: ignore[no-untyped-def]
+    world = make_world()
+    limits = EnforceRateLimits(world.ctx, FakeRateLimiter(world.clock))
+    for model in models:
+        await ManageRateLimits(world.ctx).put(
+            admin(), RateLimitDraft(scope=RateLimitScope.MODEL, scope_id=model, requests_per_minute=rpm)
+        )
+    return world, limits
+
+
+async def test_a_model_rate_limit_counts_the_model_routed_to_not_the_one_requested() -> None:
+    world, limits = await _model_limits("b")
+    r = await rig({"a": [[UpstreamUnavailable("down")]], "b": [answer("from b")]}, fallbacks={"a": ("b",)},
+                  retry=RetryPolicy(max_attempts=1), limiter=limits, definitions=world.ctx.directory)
+    stream = await r.chat(T1, ask("a"))  # asked for a, served by b: b's limit is charged
+    assert texts([c async for c in stream]) == "from b"
+    assert stream.rate_limit is not None and stream.rate_limit.requests is not None
+    assert stream.rate_limit.requests.remaining == 0
+    with pytest.raises(RateLimitExceeded) as refused:  # a fails again, b's minute is used up
+        await r.collect(ask("a"))
+    assert "model b" in refused.value.message and refused.value.retry_after
+    assert r.calls() == ["up-a", "up-b", "up-a"]
+
+
+async def test_an_exhausted_model_limit_skips_that_candidate_and_the_decision_says_why() -> None:
+    world, limits = await _model_limits("a")
+    r = await rig({"a": [answer("from a")], "b": [answer("from b")]}, fallbacks={"a": ("b",)},
+                  limiter=limits, definitions=world.ctx.directory)
+    assert texts(await r.collect(ask("a"))) == "from a"
+    chunks = await r.collect(ask("a"))  # a's one request a minute is spent: b serves
+    assert texts(chunks) == "from b" and r.calls() == ["up-a", "up-b"]
+    decided = [e for e in r.settled.calls[-1][1] if isinstance(e, RouteDecided)]
+    explained = msgspec.json.decode(decided[0].explanation_json)
+    assert list(explained["skipped"]) == ["a"] and "rate limit of model a" in explained["skipped"]["a"]
+
+
+async def test_with_every_candidate_rate_limited_the_caller_gets_a_429_naming_the_limit() -> None:
+    world, limits = await _model_limits("a")
+    r = await rig({"a": [answer("from a")]}, limiter=limits, definitions=world.ctx.directory)
+    await r.collect(ask("a"))
+    with pytest.raises(RateLimitExceeded) as refused:
+        await r.collect(ask("a"))
+    assert refused.value.limit_id and "model a: 1 requests per minute" in refused.value.message
+    assert r.calls() == ["up-a"]
+
+
+async def test_a_hedge_that_wins_holds_and_settles_the_budget_at_its_own_model() -> None:
+    world = make_world()
+    guard = BudgetGuard(world.ctx)
+    manage = ManageBudgets(world.ctx)
+    for name, model in (("tenant", ""), ("on a", "a"), ("on b", "b")):
+        await manage.create(admin(), BudgetDraft(
+            name=name, scope=BudgetScope.TENANT, scope_id="", limit_micros=10_000_000, period=Period.daily(), model=model))
+    r = await rig({"a": [[Pause(5), *answer("slow a")]], "b": [answer("fast b", usage=Usage(input_tokens=1000, output_tokens=100))]},
+                  fallbacks={"a": ("b",)}, budgets=guard, definitions=world.ctx.directory,
+                  hedging=HedgingPolicy(enabled=True, min_delay_s=0.02, default_delay_s=0.02))
+    chunks = await r.collect(ask(max_tokens=100))
+    meta = finish(chunks).metadata
+    assert meta is not None and meta.hedged and meta.model == "b"
+    await r.chat.drain()
+    by_name = {s.budget.name: s for s in await guard.statuses(_subject())}
+    b_statuses = {s.budget.name: s for s in await guard.statuses(msgspec.structs.replace(_subject(), model="b"))}
+    assert meta.cost_micros == 1000 * 2 + 100 * 8  # b's price
+    assert by_name["tenant"].spent_micros == meta.cost_micros and by_name["tenant"].held_micros == 0
+    assert b_statuses["on b"].spent_micros == meta.cost_micros and b_statuses["on b"].held_micros == 0
+    a_statuses = {s.budget.name: s for s in await guard.statuses(msgspec.structs.replace(_subject(), model="a"))}
+    assert a_statuses["on a"].spent_micros == 0 and a_statuses["on a"].held_micros == 0  # released
+    assert meta.estimate_micros < 2_000  # b's estimate (about 800), not a's (about 4,000)
+
+
+async def test_no_hedge_when_the_backup_model_cannot_be_reserved() -> None:
+    world = make_world()
+    guard = BudgetGuard(world.ctx)
+    await ManageBudgets(world.ctx).create(admin(), BudgetDraft(
+        name="b is nearly spent", scope=BudgetScope.TENANT, scope_id="", limit_micros=10, period=Period.daily(), model="b"))
+    r = await rig({"a": [[Pause(0.2), *answer("slow a")]], "b": [answer("fast b")]},
+                  fallbacks={"a": ("b",)}, budgets=guard, definitions=world.ctx.directory,
+                  hedging=HedgingPolicy(enabled=True, min_delay_s=0.02, default_delay_s=0.02))
+    chunks = await r.collect(ask(max_tokens=100))
+    meta = finish(chunks).metadata
+    assert texts(chunks) == "slow a" and meta is not None and not meta.hedged
+    assert r.calls() == ["up-a"]  # the backup's reservation was refused: no second request
+    (b_budget,) = await guard.statuses(msgspec.structs.replace(_subject(), model="b"))
+    assert b_budget.held_micros == 0 and b_budget.spent_micros == 0

@@ -11,8 +11,10 @@ budgets (tenant, team, user) whose limits are never reached, so every reservatio
 Also prints the reserve + release rate (the same two Lua calls, Redis alone, as for a failed
 provider call) for comparison, in the same run.
 
-Each concurrency runs twice: settlements written to the durable ledger with group commit (as the
-composition root should wire it) and with one transaction per settlement.
+Each concurrency runs three times: settlements written to the durable ledger with group commit and
+the spend journal (as the composition root wires it: the settle script also keeps the entry in
+Redis until Postgres has it), the same without the journal (its cost), and with one transaction
+per settlement.
 
 ``run_reservations(...)`` is the entry point other benchmarks call (``tools.bench.routing``); it
 returns ``{(ledger write, concurrency): ReservationFigures}`` and prints one line per row.
@@ -94,11 +96,16 @@ async def measure_reservations(
     uow = SqlBudgetUnitOfWorkFactory(engine)
     clock = SystemClock()
     group = PostgresSpendRecorder(engine)
-    ctx = BudgetContext(
-        uow=uow, ledger=RedisLiveLedger(redis, namespace=namespace), clock=clock, ids=TimeOrderedIds(),
-        directory=BudgetDirectory(uow, clock, ttl_seconds=60), recorder=group,
+    ledger = RedisLiveLedger(redis, namespace=namespace)
+    ctx = BudgetContext(  # as the composition root wires it: group commit and the spend journal
+        uow=uow, ledger=ledger, clock=clock, ids=TimeOrderedIds(),
+        directory=BudgetDirectory(uow, clock, ttl_seconds=60), recorder=group, journal=ledger,
     )
-    guards = {"group commit": BudgetGuard(ctx), "transaction": BudgetGuard(dataclasses.replace(ctx, recorder=None))}
+    guards = {
+        "group commit": BudgetGuard(ctx),
+        "no journal": BudgetGuard(dataclasses.replace(ctx, journal=None)),  # the crash window left open
+        "transaction": BudgetGuard(dataclasses.replace(ctx, recorder=None)),
+    }
     guard = guards["group commit"]
     owner = Principal(tenant_id=tenant, user_id="bench", role=Role.OWNER, kind=PrincipalKind.USER, credential_id="bench")
     nodes = [(BudgetScope.TENANT, ""), (BudgetScope.TEAM, "team-1"), (BudgetScope.USER, "user-1")][:levels]
@@ -154,10 +161,14 @@ async def measure_reservations(
             for name in guards:
                 ratio = results[(name, high)].round_trips_per_s / results[(name, low)].round_trips_per_s
                 print(f"{name}: concurrency {high} vs {low}: {ratio:.1f}x", flush=True)
+            print(f"journal cost at {high}: group commit / no journal "
+                  f"{results[('group commit', high)].round_trips_per_s / results[('no journal', high)].round_trips_per_s:.2f}x",
+                  flush=True)
             print(f"group commit vs transaction per settlement at {high}: "
                   f"{results[('group commit', high)].round_trips_per_s / results[('transaction', high)].round_trips_per_s:.1f}x",
                   flush=True)
     finally:
+        await ledger.flush()
         await group.aclose()
         keys = [k async for k in redis.scan_iter(match=f"{namespace}:*", count=1000)]
         if keys:

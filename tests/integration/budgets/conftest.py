@@ -75,6 +75,7 @@ def build_replica(scope: Scope, *, pool_size: int = 8, reservation_ttl: float = 
         directory=BudgetDirectory(uow, clock, ttl_seconds=5.0),
         reservation_ttl=reservation_ttl,
         recorder=recorder,
+        journal=ledger,
     )
     limiter = RedisRateLimiter(redis, namespace=f"{scope.namespace}:rl")
     return Replica(redis, engine, ctx, BudgetGuard(ctx), EnforceRateLimits(ctx, limiter), ledger, recorder)

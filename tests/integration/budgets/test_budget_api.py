@@ -441,7 +441,7 @@ async def test_bad_input_is_invalid_argument_with_field_violations_and_problem_4
         (pb.CreateBudgetRequest(spec=_spec(" ", limit_micros=0, thresholds=[80, 50])),
          {"spec.name", "spec.limit_micros", "spec.thresholds"}),
         (pb.CreateBudgetRequest(spec=_spec("x", scope=pb.BUDGET_SCOPE_TEAM)), {"spec.scope_id"}),
-        (pb.CreateBudgetRequest(spec=_spec("x", enforcement=7)), {"spec.enforcement": "unknown value 7"}),
+        (pb.CreateBudgetRequest(spec=_spec("x", enforcement=7)), {"spec.enforcement": "unknown value 7 (one of hard, soft)"}),
     ]
     for request, expected in cases:
         with pytest.raises(grpc.aio.AioRpcError) as err:

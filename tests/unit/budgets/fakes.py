@@ -64,6 +64,7 @@ class FakeLiveLedger:
         self.holds: dict[str, dict[str, tuple[int, datetime]]] = {}  # budget -> rid -> (amount, expiry)
         self.counters: dict[tuple[str, str], int | dict[int, int]] = {}
         self.done: dict[str, tuple[tuple[int, int], ...] | None] = {}  # rid -> moves (None: released)
+        self.journal: dict[tuple[str, str], bytes] = {}  # (tenant, rid) -> settled entry not yet durable
         self.calls = 0
 
     def _purge(self, budget_id: str) -> None:
@@ -116,7 +117,9 @@ class FakeLiveLedger:
                 over.append(i)
         return ReserveOutcome(True, over_soft=tuple(over))
 
-    async def settle(self, tenant_id: str, reservation_id: str, counters: Sequence[Counter], actual_micros: int) -> SettleOutcome:
+    async def settle(
+        self, tenant_id: str, reservation_id: str, counters: Sequence[Counter], actual_micros: int, *, journal: bytes = b""
+    ) -> SettleOutcome:
         self.calls += 1
         if reservation_id in self.done:
             moves_then = self.done[reservation_id]
@@ -137,7 +140,24 @@ class FakeLiveLedger:
                 self.counters[_ckey(c)] = value + actual_micros
             moves.append((before, before + actual_micros))
         self.done[reservation_id] = tuple(moves)
+        if journal:
+            self.journal[(tenant_id, reservation_id)] = journal
         return SettleOutcome(SettleStatus.SETTLED, moves=tuple(moves))
+
+    # the SpendJournal
+
+    async def pending(self, limit: int = 1000) -> list[bytes]:
+        return list(self.journal.values())[:limit]
+
+    async def forget(self, tenant_id: str, reservation_ids: Sequence[str]) -> None:
+        for rid in reservation_ids:
+            self.journal.pop((tenant_id, rid), None)
+
+    def forget_soon(self, tenant_id: str, reservation_id: str) -> None:
+        self.journal.pop((tenant_id, reservation_id), None)
+
+    async def flush(self) -> None:
+        pass
 
     async def release(self, tenant_id: str, reservation_id: str, budget_ids: Sequence[str]) -> bool:
         if reservation_id in self.done:
