@@ -3,12 +3,15 @@ each model, an ordered, explained list of candidates.
 
 Filtering runs on the compiled ``RouteTable`` (bitmasks); its static part (everything but health
 and breakers) depends only on the tenant's rules, what the request asked for and its requirement
-flags, so it is cached per such shape. Every model of the registry ends up either eligible (with a
-score) or rejected (with the first reason that excluded it, in this order): not in the requested
-group / not the requested model or its fallbacks / not at the requested provider; disabled;
-unavailable upstream; not a chat model; tenant rules (providers, models, tags); context window;
-max output; images; tools; parallel tool calls; JSON schema; JSON mode; streaming; reasoning;
-unhealthy; circuit breaker open.
+flags, so it is cached per such shape, in two levels: the tenant-level filters (scope, operator,
+tenant rules) per tenant and name, with the rejections each requirement filter adds first; then
+the requirement filters per shape, as integer operations. The candidates' arrays and the rejected
+list are built once per shape and health/breaker state (the rejected list is copied into each
+decision). Every model of the registry ends up either eligible (with a score) or rejected (with
+the first reason that excluded it, in this order): not in the requested group / not the requested
+model or its fallbacks / not at the requested provider; disabled; unavailable upstream; not a chat
+model; tenant rules (providers, models, tags); context window; max output; images; tools; parallel
+tool calls; JSON schema; JSON mode; streaming; reasoning; unhealthy; circuit breaker open.
 
 Scores are in [0, 1], higher better. Cost and latency scores are relative to the best eligible
 candidate: the cheapest (fastest) scores 1, one twice as dear (slow) 0.5, ten times 0.1 (estimated
@@ -20,10 +23,10 @@ rates, so "cheapest" never prefers a model whose cost is unknown."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from itertools import repeat
-from operator import itemgetter
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from itertools import accumulate, compress, repeat
+from operator import add, itemgetter
+from typing import Any
 
 from domain.errors import NotFound
 from domain.health import HealthState
@@ -36,10 +39,9 @@ from domain.routing.view import RuntimeView
 
 __all__ = ["Router"]
 
-T = TypeVar("T")
-
 _DEMOTED = 2.0  # subtracted from a degraded / half-open candidate's rank (scores are in [0, 1])
 _CACHE_LIMIT = 2048
+_FEW = 8  # up to this many models, named one by one
 
 R_DISABLED = "disabled by the operator"
 R_UNAVAILABLE = "no longer listed by its provider"
@@ -82,18 +84,63 @@ class _Resolved:
         self.reasoning = reasoning
 
 
-class _Static:
-    __slots__ = ("eligible", "pool", "rejected", "resolved")
+class _Rules:
+    """The part of the filtering that depends only on the tenant's rules and what was asked for
+    (model, alias or group; provider), not on the request's requirements: models out of scope,
+    disabled, unavailable, not chat models, or excluded by the tenant's rules. Cached per tenant
+    rules and name, like name resolution. ``first(...)``: what each requirement filter, applied
+    first, excludes from ``pool``, listed once per filter."""
+
+    __slots__ = ("_first", "pool", "rejected", "resolved")
 
     def __init__(self, pool: int, rejected: dict[str, str], resolved: _Resolved) -> None:
         self.pool = pool
-        self.eligible = bits_of(pool)
         self.rejected = rejected
         self.resolved = resolved
+        self._first: dict[tuple[int, str], dict[str, str]] = {}
+
+    def first(self, table: RouteTable, gone: int, mask: int, reason: str) -> dict[str, str]:
+        """The models the filter (``mask``, ``reason``) excludes when it is the first requirement
+        filter to exclude any (``gone`` = ``pool & ~mask``), each with ``reason``, in name order."""
+        key = (mask, reason)
+        found = self._first.get(key)
+        if found is None:
+            if len(self._first) >= _CACHE_LIMIT:
+                self._first.clear()
+            found = self._first[key] = dict.fromkeys(table.names_of(gone), reason)
+        return found
+
+
+def _reject(rejected: dict[str, str], table: RouteTable, gone: int, reason: str) -> None:
+    """Add the models of ``gone`` to ``rejected`` with ``reason``, in name order."""
+    if gone.bit_count() <= _FEW:
+        names = table.names
+        while gone:
+            low = gone & -gone
+            rejected[names[low.bit_length() - 1]] = reason
+            gone ^= low
+    else:
+        rejected.update(dict.fromkeys(table.names_of(gone), reason))
+
+
+class _Static:
+    """One request shape's filtering: the models that pass every static filter, and the requirement
+    filters that excluded others beyond the tenant-level ones (``base``), as (excluded, filter
+    mask, reason) in filter order: integers only, the names are listed when the candidates are
+    built. ``live``: the candidates under the current health/breaker state."""
+
+    __slots__ = ("base", "live", "parts", "pool", "resolved")
+
+    def __init__(self, pool: int, base: _Rules, parts: list[tuple[int, int, str]]) -> None:
+        self.pool = pool
+        self.base = base
+        self.parts = parts
+        self.resolved = base.resolved
+        self.live: _Live | None = None
 
 
 class _ViewMasks:
-    __slots__ = ("demoted", "half_open", "open_model", "open_provider", "unhealthy", "version", "view")
+    __slots__ = ("_demoted_sel", "demoted", "half_open", "open_model", "open_provider", "unhealthy", "version", "view")
 
     def __init__(
         self, view: RuntimeView, version: int, unhealthy: int, open_p: int, open_m: int, demoted: int, half: int
@@ -105,17 +152,46 @@ class _ViewMasks:
         self.open_model = open_m
         self.demoted = demoted
         self.half_open = half
+        self._demoted_sel: bytes | None = None
+
+    def demoted_selectors(self, table: RouteTable) -> bytes:
+        if self._demoted_sel is None:
+            self._demoted_sel = table.selectors(self.demoted)
+        return self._demoted_sel
+
+
+_Gather = Callable[[Sequence[Any]], tuple[Any, ...]]
+
+
+def _gatherer(indices: Sequence[Any]) -> _Gather:
+    """``seq -> tuple(seq[i] for i in indices)``, in C when there are several."""
+    if len(indices) > 1:
+        return itemgetter(*indices)
+    return lambda seq: tuple(seq[i] for i in indices)
 
 
 class _Live:
-    """The candidates of one static shape under one health/breaker state, with their per-candidate
-    constants laid out as lists for the scoring loops."""
+    """The candidates of one static shape under one health/breaker state, and every other model
+    with the reason it was excluded. Per-candidate constants are gathered from the table (in C)
+    the first time a strategy needs them."""
 
-    __slots__ = ("_position", "capable", "demoted", "eligible", "keys", "names", "quality", "rates", "rejected")
+    __slots__ = (
+        "_get", "_keys", "_quality", "_rates", "_rr", "capable", "demoted", "eligible", "masks", "names", "pool",
+        "rejected", "table",
+    )
 
     def __init__(self, table: RouteTable, static: _Static, masks: _ViewMasks) -> None:
+        self.table = table
+        self.masks = masks
         pool = static.pool
-        rejected = dict(static.rejected)
+        base = static.base
+        rejected = dict(base.rejected)
+        parts = static.parts
+        if parts:
+            gone, mask, reason = parts[0]
+            rejected.update(base.first(table, gone, mask, reason))
+            for gone, _, reason in parts[1:]:
+                _reject(rejected, table, gone, reason)
         for blocked, reason in (
             (masks.unhealthy, R_UNHEALTHY),
             (masks.open_provider, R_PROVIDER_OPEN),
@@ -123,26 +199,55 @@ class _Live:
         ):
             gone = pool & blocked
             if gone:
-                rejected.update(dict.fromkeys(table.names_of(gone), reason))
+                _reject(rejected, table, gone, reason)
                 pool ^= gone
-        eligible = static.eligible if pool == static.pool else bits_of(pool)
-        self.eligible = eligible
+        self.pool = pool
         self.rejected = rejected
-        self.capable = len(static.eligible)
-        self.names = _gather(table.names, eligible)
-        self.keys = _gather(table.keys, eligible)
-        self.rates = _gather(table.rates, eligible)
-        self.quality = list(_gather(table.quality, eligible))
-        demoted = masks.demoted & pool
-        self.demoted = [j for j, i in enumerate(eligible) if demoted >> i & 1] if demoted else []
-        self._position: dict[int, int] | None = None
+        self.capable = static.pool.bit_count()
+        eligible = self.eligible = bits_of(pool)
+        get = self._get = _gatherer(eligible)
+        self.names: tuple[str, ...] = get(table.names)
+        # positions among the eligible of the degraded / half-open ones
+        demoted = get(masks.demoted_selectors(table)) if masks.demoted & pool else ()
+        self.demoted = list(compress(range(len(eligible)), demoted))
+        self._keys: tuple[str, ...] | None = None
+        self._rates: tuple[tuple[float, float], ...] | None = None
+        self._quality: list[float] | None = None
+        self._rr: tuple[_Gather, tuple[float, ...], float] | None = None
 
     @property
-    def position(self) -> dict[int, int]:
-        """Table index -> position among the eligible."""
-        if self._position is None:
-            self._position = {idx: j for j, idx in enumerate(self.eligible)}
-        return self._position
+    def keys(self) -> tuple[str, ...]:
+        if self._keys is None:
+            self._keys = self._get(self.table.keys)
+        return self._keys
+
+    @property
+    def rates(self) -> tuple[tuple[float, float], ...]:
+        if self._rates is None:
+            self._rates = self._get(self.table.rates)
+        return self._rates
+
+    @property
+    def quality(self) -> list[float]:
+        if self._quality is None:
+            self._quality = list(self._get(self.table.quality))
+        return self._quality
+
+    def quality_of(self, j: int) -> float:
+        return self.table.quality[self.eligible[j]] if self._quality is None else self._quality[j]
+
+    def position(self, idx: int) -> int:
+        """Table index ``idx``'s position among the eligible; -1 when it is not eligible."""
+        pool = self.pool
+        return (pool & ((1 << idx) - 1)).bit_count() if pool >> idx & 1 else -1
+
+    def round_robin(self) -> tuple[_Gather, tuple[float, ...], float]:
+        """(gather of the candidates' current weights by name, their weights, the weights' total)."""
+        if self._rr is None:
+            weights = self._get(self.table.rr_weight)
+            total = list(accumulate(weights, initial=0.0))[-1]  # summed in candidate order, in C
+            self._rr = (_gatherer(self.names), weights, total)
+        return self._rr
 
 
 class _Vectors:
@@ -177,13 +282,15 @@ class _Vectors:
     def cost_of(self, j: int) -> float:
         if self._costs is not None:
             return self._costs[j] - 1.0
-        a, b = self._cand.rates[j]
+        cand = self._cand
+        a, b = cand.table.rates[cand.eligible[j]]
         return self._prompt * a + self._out * b
 
     def expected_of(self, j: int) -> float:
         if self._expected is not None:
             return self._expected[j]
-        return self._seen.get(self._cand.keys[j], self._default)
+        cand = self._cand
+        return self._seen.get(cand.table.keys[cand.eligible[j]], self._default)
 
 
 _NO_VIEW = RuntimeView()
@@ -209,10 +316,12 @@ class Router:
         self._held = tuple(routes)  # keeps the objects alive, so their ids stay unique
         self._fingerprint = tuple(map(id, routes))
         self._static: dict[tuple[object, ...], _Static] = {}
+        self._rules: dict[tuple[int, str, str | None], _Rules] = {}
         self._resolved: dict[tuple[str, str | None, int], _Resolved] = {}
         self._view_masks: _ViewMasks | None = None
-        self._live: dict[_Static, _Live] = {}
         self._rr_pick = 0
+        for name in self.table.names:  # round-robin state carries over by name
+            self._rr.setdefault(name, 0.0)
 
     def load(self, routes: Sequence[ModelRoute]) -> bool:
         """Use ``routes`` (e.g. ``RegistryCatalog.models()``); recompiles only when they are not
@@ -254,12 +363,12 @@ class Router:
             strategy = Strategy.BALANCED  # a pinned group with no members left, e.g.
 
         live = view or _NO_VIEW
-        masks = self._masks(live)
-        cand = self._live.get(static)  # holds only entries for the current ``masks``
-        if cand is None:
-            if len(self._live) >= _CACHE_LIMIT:
-                self._live.clear()
-            cand = self._live[static] = _Live(table, static, masks)
+        masks = self._view_masks
+        if masks is None or masks.view is not live or masks.version != live.state_version:
+            masks = self._masks(live)
+        cand = static.live
+        if cand is None or cand.masks is not masks:
+            cand = static.live = _Live(table, static, masks)
         eligible = cand.eligible
         rejected = dict(cand.rejected)
         requested = model
@@ -273,7 +382,6 @@ class Router:
         n = len(eligible)
         vectors = _Vectors(cand, requirements, config, live)
         scores = self._score(strategy, rules, cand, vectors, live)
-        quals = cand.quality
 
         k = config.max_fallbacks + 1
         rank = scores
@@ -287,7 +395,7 @@ class Router:
         explicit = resolved.order if strategy is Strategy.PINNED else ()
         if explicit:
             position = cand.position
-            listed = [position[idx] for idx in explicit if idx in position]
+            listed = [j for j in map(position, explicit) if j >= 0]
             order = listed[:k]
             if len(order) < k and not (config.pinned_fallback_only and resolved.kind != "default"):
                 taken = set(order)
@@ -305,13 +413,17 @@ class Router:
             and (not explicit or policy.override_pinned)
         ):
             costs = vectors.costs()
+            quals = cand.quality
             top = order[0]
+            limit = costs[top]
             demoted = set(cand.demoted)
+            # the cheapest allowed one (then the best ranked, then the first): scan by ascending cost
             best = -1
-            for j in range(n):
-                if costs[j] < costs[top] and quals[j] >= policy.min_quality and j not in demoted and (
-                    best < 0 or costs[j] < costs[best] or (costs[j] == costs[best] and rank[j] > rank[best])
-                ):
+            for j in sorted(range(n), key=costs.__getitem__):
+                c = costs[j]
+                if c >= limit or (best >= 0 and c > costs[best]):
+                    break
+                if quals[j] >= policy.min_quality and j not in demoted and (best < 0 or rank[j] > rank[best]):
                     best = j
             if best >= 0:
                 step = StepDown(
@@ -320,23 +432,38 @@ class Router:
                 )
                 order = [best, *(j for j in order if j != best)][:k]
 
-        ranked = [
-            self._candidate(eligible[j], scores[j], vectors.cost_of(j), quals[j], vectors.expected_of(j), live, masks)
-            for j in order
-        ]
-        return RouteDecision(
-            tenant_id=tenant_id,
-            requested=requested,
-            resolved=resolved.kind,
-            strategy=strategy,
-            requirements=requirements,
-            chosen=ranked[0],
-            fallbacks=tuple(ranked[1:]),
-            eligible=cand.names,
-            scores=tuple(scores),
-            rejected=rejected,
-            step_down=step,
-            capable=cand.capable,
+        names, keys, ttft, in_flight, health, half = table.names, table.keys, live.ttft, live.in_flight, live.health, masks.half_open
+        ranked = []
+        for j in order:
+            idx = eligible[j]
+            key = keys[idx]
+            estimate = ttft.get(key)
+            ranked.append(Candidate(  # positional: the field order of ``Candidate``
+                names[idx],
+                table.providers[idx],
+                table.upstream[idx],
+                scores[j],
+                round(vectors.cost_of(j)),
+                cand.quality_of(j),
+                vectors.expected_of(j),
+                in_flight.get(key, 0),
+                _HEALTH_TEXT[health.get(key, HealthState.HEALTHY)],
+                "half_open" if half >> idx & 1 else "closed",
+                None if estimate is None else estimate.p95,
+            ))
+        return RouteDecision(  # positional: the field order of ``RouteDecision``
+            tenant_id,
+            requested,
+            resolved.kind,
+            strategy,
+            requirements,
+            ranked[0],
+            tuple(ranked[1:]),
+            cand.names,
+            tuple(scores),
+            rejected,
+            step,
+            cand.capable,
         )
 
     # --- scoring ---------------------------------------------------------------------------
@@ -363,7 +490,7 @@ class Router:
                 busy = map(view.in_flight.get, cand.keys, repeat(0, len(expected)))
                 return [(1.0 + 0.5 * lo / t) / (1.5 + 1.5 * b) for t, b in zip(expected, busy, strict=True)]
             case Strategy.ROUND_ROBIN:
-                return self._round_robin(cand.eligible)
+                return self._round_robin(cand)
             case _:  # BALANCED, and the order of candidates beyond a pinned list
                 w = rules.weights
                 total = w.cost + w.latency + w.quality
@@ -371,45 +498,23 @@ class Router:
                 wc, wl, wq = w.cost / total * min(costs), w.latency / total * min(expected), w.quality / total
                 return [wc / c + wl / t + wq * q for c, t, q in zip(costs, expected, cand.quality, strict=True)]
 
-    def _round_robin(self, eligible: list[int]) -> list[float]:
+    def _round_robin(self, cand: _Live) -> list[float]:
         """Smooth weighted round-robin (as nginx): each candidate's current weight grows by its
         weight; the largest is served and pays back the total. Scores: current weights, scaled to
         [0, 1]; ``_rr_pick`` is the position served."""
-        names, weights, cur = self.table.names, self.table.rr_weight, self._rr
-        total = 0.0
-        current: list[float] = []
-        for i in eligible:
-            w = weights[i]
-            total += w
-            value = cur.get(names[i], 0.0) + w
-            cur[names[i]] = value
-            current.append(value)
-        best = max(range(len(eligible)), key=current.__getitem__)
-        cur[names[eligible[best]]] -= total
+        get, weights, total = cand.round_robin()
+        cur = self._rr
+        current = list(map(add, get(cur), weights))
+        cur.update(zip(cand.names, current))
+        hi = max(current)
+        best = current.index(hi)  # the first of the largest
+        cur[cand.names[best]] -= total
         self._rr_pick = best
-        lo, hi = min(current), max(current)
+        lo = min(current)
         span = hi - lo
-        return [1.0 if span <= 0 else (v - lo) / span for v in current]
-
-    def _candidate(
-        self, idx: int, score: float, cost: float, quality: float, expected: float, view: RuntimeView, masks: _ViewMasks
-    ) -> Candidate:
-        table = self.table
-        key = table.keys[idx]
-        estimate = view.ttft.get(key)
-        return Candidate(  # positional: the field order of ``Candidate``
-            table.names[idx],
-            table.providers[idx],
-            table.upstream[idx],
-            score,
-            round(cost),
-            quality,
-            expected,
-            view.in_flight.get(key, 0),
-            _HEALTH_TEXT[view.health.get(key, HealthState.HEALTHY)],
-            "half_open" if masks.half_open >> idx & 1 else "closed",
-            None if estimate is None else estimate.p95,
-        )
+        if span <= 0:
+            return [1.0] * len(current)
+        return [(v - lo) / span for v in current]
 
     # --- filtering -------------------------------------------------------------------------
 
@@ -492,51 +597,59 @@ class Router:
         found = self._static.get(key)
         if found is not None:
             return found
+        base = self._rules_for(rules, model, provider)
+        pool = base.pool
+        parts: list[tuple[int, int, str]] = []
+        for mask, reason in (
+            (window_mask, R_CONTEXT),
+            (output_mask, R_OUTPUT),
+            (table.images if req.images else -1, R_IMAGES),
+            (table.tools if req.tools else -1, R_TOOLS),
+            (table.parallel_tools if req.parallel_tools else -1, R_PARALLEL),
+            (table.json_schema if req.json_schema else -1, R_JSON_SCHEMA),
+            (table.json_mode if req.json_mode else -1, R_JSON_MODE),
+            (table.streaming if req.streaming else -1, R_STREAMING),
+            (table.reasoning if req.reasoning or base.resolved.reasoning else -1, R_REASONING),
+        ):
+            gone = pool & ~mask  # -1: no such requirement, nothing goes
+            if gone:
+                parts.append((gone, mask, reason))
+                pool &= mask
+        if len(self._static) >= _CACHE_LIMIT:
+            self._static.clear()
+        found = self._static[key] = _Static(pool, base, parts)
+        return found
+
+    def _rules_for(self, rules: TenantRules, model: str, provider: str | None) -> _Rules:
+        """The filters that do not depend on the requirements (scope, operator, tenant rules)."""
+        key = (id(rules), model, provider)
+        found = self._rules.get(key)
+        if found is not None:
+            return found
+        table = self.table
         resolved = self._resolve(model, provider)
         pool = table.all
         rejected: dict[str, str] = {}
-
-        def keep(mask: int, reason: str) -> None:
-            nonlocal pool
+        steps = [] if resolved.scope is None else [(resolved.scope, resolved.scope_reason)]
+        steps += [(table.enabled, R_DISABLED), (table.available, R_UNAVAILABLE), (table.chat, R_NOT_CHAT)]
+        if rules.deny_providers:
+            steps.append((~_union(table.by_provider, rules.deny_providers) & table.all, R_PROVIDER_DENIED))
+        if rules.allow_providers:
+            steps.append((_union(table.by_provider, rules.allow_providers), R_PROVIDER_NOT_ALLOWED))
+        if rules.deny_models:
+            steps.append((~_names_mask(table, rules.deny_models) & table.all, R_MODEL_DENIED))
+        if rules.allow_models:
+            steps.append((_names_mask(table, rules.allow_models), R_MODEL_NOT_ALLOWED))
+        if rules.require_tags:
+            steps.append((table.tags_mask(rules.require_tags), "lacks required tags: " + ", ".join(sorted(rules.require_tags))))
+        for mask, reason in steps:
             gone = pool & ~mask
             if gone:
-                rejected.update(dict.fromkeys(table.names_of(gone), reason))
+                _reject(rejected, table, gone, reason)
                 pool &= mask
-
-        if resolved.scope is not None:
-            keep(resolved.scope, resolved.scope_reason)
-        keep(table.enabled, R_DISABLED)
-        keep(table.available, R_UNAVAILABLE)
-        keep(table.chat, R_NOT_CHAT)
-        if rules.deny_providers:
-            keep(~_union(table.by_provider, rules.deny_providers) & table.all, R_PROVIDER_DENIED)
-        if rules.allow_providers:
-            keep(_union(table.by_provider, rules.allow_providers), R_PROVIDER_NOT_ALLOWED)
-        if rules.deny_models:
-            keep(~_names_mask(table, rules.deny_models) & table.all, R_MODEL_DENIED)
-        if rules.allow_models:
-            keep(_names_mask(table, rules.allow_models), R_MODEL_NOT_ALLOWED)
-        if rules.require_tags:
-            keep(table.tags_mask(rules.require_tags), "lacks required tags: " + ", ".join(sorted(rules.require_tags)))
-        keep(window_mask, R_CONTEXT)
-        keep(output_mask, R_OUTPUT)
-        if req.images:
-            keep(table.images, R_IMAGES)
-        if req.tools:
-            keep(table.tools, R_TOOLS)
-        if req.parallel_tools:
-            keep(table.parallel_tools, R_PARALLEL)
-        if req.json_schema:
-            keep(table.json_schema, R_JSON_SCHEMA)
-        if req.json_mode:
-            keep(table.json_mode, R_JSON_MODE)
-        if req.streaming:
-            keep(table.streaming, R_STREAMING)
-        if req.reasoning or resolved.reasoning:
-            keep(table.reasoning, R_REASONING)
-        if len(self._static) >= _CACHE_LIMIT:
-            self._static.clear()
-        found = self._static[key] = _Static(pool, rejected, resolved)
+        if len(self._rules) >= _CACHE_LIMIT:
+            self._rules.clear()
+        found = self._rules[key] = _Rules(pool, rejected, resolved)
         return found
 
     def _masks(self, view: RuntimeView) -> _ViewMasks:
@@ -556,7 +669,6 @@ class Router:
         open_p = _union(table.by_provider, view.open_providers)
         open_m = _union(table.by_key, view.open_models)
         half = _union(table.by_provider, view.half_open_providers) | _union(table.by_key, view.half_open_models)
-        self._live.clear()
         masks = self._view_masks = _ViewMasks(view, view.state_version, unhealthy, open_p, open_m, degraded | half, half)
         return masks
 
@@ -575,13 +687,6 @@ def _names_mask(table: RouteTable, names: frozenset[str]) -> int:
         if i is not None:
             m |= 1 << i
     return m
-
-
-def _gather(values: tuple[T, ...], indices: list[int]) -> tuple[T, ...]:
-    """``tuple(values[i] for i in indices)``, gathered in C."""
-    if len(indices) > 1:
-        return itemgetter(*indices)(values)  # type: ignore[no-any-return]
-    return tuple(values[i] for i in indices)
 
 
 def _top(rank: list[float], k: int) -> list[int]:

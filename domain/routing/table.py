@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
+from itertools import compress
 
 from domain.registry import Modality, ModelRoute
 from domain.routing.breaker import breaker_key
@@ -15,18 +16,26 @@ from domain.routing.config import RoutingConfig
 __all__ = ["RouteTable", "bits_of"]
 
 
-_BYTE_BITS: tuple[tuple[int, ...], ...] = tuple(tuple(i for i in range(8) if b >> i & 1) for b in range(256))
+_SELECT = bytes.maketrans(b"01", b"\x00\x01")
+_SPARSE = 12  # up to this many set bits, peeling the lowest bit beats scanning the whole mask
 
 
 def bits_of(mask: int) -> list[int]:
     """The indices of the set bits of ``mask``, ascending."""
-    out: list[int] = []
-    base = 0
-    for byte in mask.to_bytes((mask.bit_length() + 7) // 8, "little"):
-        if byte:
-            out += [base + i for i in _BYTE_BITS[byte]]
-        base += 8
-    return out
+    if mask.bit_count() <= _SPARSE:
+        out: list[int] = []
+        while mask:
+            low = mask & -mask
+            out.append(low.bit_length() - 1)
+            mask ^= low
+        return out
+    return list(compress(range(mask.bit_length()), _selectors(mask)))
+
+
+def _selectors(mask: int) -> bytes:
+    """One byte per bit of ``mask``, lowest first: 1 where it is set, else 0 (all in C: the binary
+    digits, mapped to 0/1 for ``itertools.compress``, reversed)."""
+    return format(mask, "b").encode().translate(_SELECT)[::-1]
 
 
 class RouteTable:
@@ -41,6 +50,7 @@ class RouteTable:
         self.names: tuple[str, ...] = tuple(names)
         self.index: dict[str, int] = {n: i for i, n in enumerate(names)}
         self.all = (1 << len(ordered)) - 1
+        self._digits = f"0{len(ordered)}b"
         self.providers: tuple[str, ...] = tuple(r.provider for r in ordered)
         self.upstream: tuple[str, ...] = tuple(r.upstream_model for r in ordered)
         # the live view's key of each model (``breaker_key(provider, upstream model)``)
@@ -89,7 +99,6 @@ class RouteTable:
         self.rates: tuple[tuple[float, float], ...] = tuple(zip(self.in_rate, self.out_rate, strict=True))
         self.quality: tuple[float, ...] = tuple(config.quality.get(r.name, config.default_quality) for r in ordered)
         self.rr_weight: tuple[float, ...] = tuple(config.rr_weights.get(r.name, 1.0) for r in ordered)
-        self._chunks: dict[int, tuple[str, ...]] = {}
 
     def __len__(self) -> int:
         return len(self.routes)
@@ -109,20 +118,22 @@ class RouteTable:
             m &= self.by_tag.get(tag, 0)
         return m
 
+    def selectors(self, mask: int) -> bytes:
+        """``len(self)`` bytes, byte i 1 when bit i of ``mask`` is set, else 0: with
+        ``itertools.compress``, the members of ``mask`` in any per-model sequence, in order."""
+        return format(mask, self._digits).encode().translate(_SELECT)[::-1]
+
     def names_of(self, mask: int) -> list[str]:
-        """The names of the models in ``mask``, in name order (byte by byte, from a table of the
-        names each byte value stands for at each position, filled as needed)."""
-        out: list[str] = []
-        chunks = self._chunks
-        for pos, byte in enumerate(mask.to_bytes((mask.bit_length() + 7) // 8, "little")):
-            if byte:
-                key = pos << 8 | byte
-                found = chunks.get(key)
-                if found is None:
-                    base, names = pos * 8, self.names
-                    found = chunks[key] = tuple(names[base + i] for i in _BYTE_BITS[byte])
-                out += found
-        return out
+        """The names of the models in ``mask``, in name order."""
+        names = self.names
+        if mask.bit_count() <= _SPARSE:
+            out: list[str] = []
+            while mask:
+                low = mask & -mask
+                out.append(names[low.bit_length() - 1])
+                mask ^= low
+            return out
+        return list(compress(names, _selectors(mask)))
 
 
 def _threshold_masks(values: list[int]) -> tuple[list[int], list[int]]:
