@@ -32,6 +32,7 @@ class ProviderEmbedder:
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}")
         self._embed_texts = embed_texts
+        self.embed_texts = embed_texts  # what embeds (e.g. application.memory.metering.MeteredEmbedTexts)
         self._model = model
         self._requested = dimensions
         self._batch = batch_size

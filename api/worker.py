@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from adapters.nats import BusError, JetStreamBus, consume
+from adapters.nats.registry_listener import listen_registry_changes
 from application.outbox import RelayOutbox
 from application.ports import UnitOfWorkFactory
 from application.spend import SPEND_CONSUMER, RecordSpend
@@ -65,6 +66,7 @@ class Worker:
         self._memory = memory  # None: memory off (its events stay in the stream)
         self._memory_subjects = memory_subjects
         self._memory_sweep_interval = memory_sweep_interval  # 0: no sweep
+        self.registry_listening = asyncio.Event()  # set once memory's registry follows RegistryChanged
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay the outbox and run the consumers until ``stop`` is set."""
@@ -80,6 +82,8 @@ class Worker:
                 group.create_task(self._memory_loop(stop, MEMORY_INGESTED_CONSUMER, ingested), name="memory-ingested")
                 if self._memory_sweep_interval > 0:
                     group.create_task(self._memory_sweep_loop(stop), name="memory-sweep")
+                if self._memory.registry is not None:
+                    group.create_task(self._registry_loop(stop), name="memory-registry")
         _log.info("worker stopped")
 
     async def _relay_loop(self, stop: asyncio.Event) -> None:
@@ -156,6 +160,22 @@ class Worker:
                 added=report.count("add"), updated=report.count("update"), deleted=report.count("delete"),
                 noop=report.count("noop"),
             )
+
+    async def _registry_loop(self, stop: asyncio.Event) -> None:
+        """Keep memory's provider registry current: reload it on every ``RegistryChanged`` of its
+        tenant (a replica-private consumer of new messages, as the backend's replicas have)."""
+        memory = self._memory
+        assert memory is not None and memory.registry is not None
+        registry = memory.registry
+        while not stop.is_set():
+            try:
+                await listen_registry_changes(
+                    self._bus.js, tenant_id=registry.tenant_id, on_change=registry.reload.on_event, stop=stop,
+                    stream=self._bus.stream, ready=self.registry_listening,
+                )
+            except BusError as exc:
+                _log.warning("registry listener failed; will restart", error=_describe(exc))
+                await _wait(stop, self._retry_delay)
 
     async def _memory_sweep_loop(self, stop: asyncio.Event) -> None:
         memory = self._memory

@@ -16,6 +16,14 @@ class EmbedTexts:
         self._catalog = catalog
         self._providers = providers
 
+    @property
+    def catalog(self) -> ModelCatalog:
+        return self._catalog
+
+    @property
+    def providers(self) -> ProviderClients:
+        return self._providers
+
     async def __call__(self, request: EmbeddingRequest) -> Embeddings:
         route = await self._catalog.resolve(request.model)
         client = self._providers.get(route.provider)

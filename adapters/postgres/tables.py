@@ -164,6 +164,8 @@ usage_records = sa.Table(
     # revision 0007: the principal (user, and API key when it called with one)
     sa.Column("user_id", sa.Text, nullable=True),
     sa.Column("api_key_id", sa.Text, nullable=True),
+    # revision 0013: what the call was for (chat; memory.embedding, memory.summary, memory.extraction)
+    sa.Column("operation", sa.Text, nullable=False, server_default="chat"),
     sa.Index("ix_usage_records_tenant_created", "tenant_id", "created_at"),
 )
 

@@ -17,7 +17,7 @@ from application.memory.manage import (
     scope_for,
 )
 from application.memory.search import SearchResult
-from domain.errors import InvalidRequest
+from domain.errors import InvalidRequest, Unavailable
 from domain.memory.ranking import MemoryFilter
 from domain.memory.tiers import Tier
 from lumina.v1 import memory_pb2 as pb
@@ -230,6 +230,29 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
             if not page.next_cursor:
                 return
             cursor = page.next_cursor
+
+
+    async def GetTenantMemory(  # noqa: N802
+        self, request: pb.GetTenantMemoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetTenantMemoryResponse:
+        if self._use.tenant_get is None:
+            raise Unavailable("the tenant memory switch is not served here")
+        state = await self._use.tenant_get(current_principal())
+        return pb.GetTenantMemoryResponse(enabled=state.enabled, cache_seconds=state.cache_seconds)
+
+    async def SetTenantMemory(  # noqa: N802
+        self, request: pb.SetTenantMemoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetTenantMemoryResponse:
+        if self._use.tenant_set is None:
+            raise Unavailable("the tenant memory switch is not served here")
+        state = await self._use.tenant_set(current_principal(), request.enabled, client=_peer(context))
+        return pb.SetTenantMemoryResponse(enabled=state.enabled, changed=state.changed, cache_seconds=state.cache_seconds)
+
+
+def _peer(context: grpc.aio.ServicerContext) -> str:
+    peer = context.peer() or ""  # "ipv4:127.0.0.1:5555" / "ipv6:[::1]:5555"
+    host = peer.split(":", 1)[1] if ":" in peer else peer
+    return host.rsplit(":", 1)[0].strip("[]") if host else ""
 
 
 def add_memory_service(server: grpc.aio.Server, servicer: MemoryServicer) -> None:

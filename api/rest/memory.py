@@ -9,6 +9,8 @@ problem+json (the app's exception handlers), the caller from ``api.auth.current_
     GET    /v1/memory/memories/{id}/neighbourhood graph               (?depth=&kind=)
     POST   /v1/memory/search                      search              ({"query", "limit"?, "token_budget"?, "filter"?})
     GET    /v1/memory/topics                      topics
+    GET    /v1/memory/tenant                      the tenant's memory switch ({"enabled", "changed", "cache_seconds"})
+    PUT    /v1/memory/tenant                      set it ({"enabled": bool}; tenant admins only, 403 otherwise; audited)
 
 Every route takes ``user_id`` (query parameter, or body field for POST/PATCH): empty means the
 caller; another user of the caller's tenant needs the admin role.
@@ -17,10 +19,10 @@ caller; another user of the caller's tenant needs the admin role.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
-from litestar import Router, delete, get, patch, post
+from litestar import Request, Router, delete, get, patch, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from api.auth import current_principal
@@ -30,7 +32,7 @@ from application.memory.manage import (
     memory_filter,
     scope_for,
 )
-from domain.errors import InvalidRequest
+from domain.errors import InvalidRequest, Unavailable
 from domain.memory.ranking import MemoryFilter
 from domain.memory.tiers import Tier
 
@@ -99,6 +101,16 @@ class MemoryIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     importance: float = 0.5
     tier: TierName = "episodic"
     source_id: str | None = None
+
+
+class TenantMemoryIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    enabled: bool
+
+
+class TenantMemoryOut(msgspec.Struct, frozen=True):
+    enabled: bool
+    changed: bool  # False when the switch already had this value (nothing written, nothing audited)
+    cache_seconds: float  # other replicas honour a change within this many seconds
 
 
 class UpdateIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -279,7 +291,25 @@ def create_memory_router(use: MemoryUseCases) -> Router:
         tenant, user = scope_for(current_principal(), user_id)
         return [TopicOut(t.id, t.label, t.size) for t in await use.topics(tenant, user)]
 
+    @get("/tenant")
+    async def get_tenant_memory() -> TenantMemoryOut:
+        if use.tenant_get is None:
+            raise Unavailable("the tenant memory switch is not served here")
+        state = await use.tenant_get(current_principal())
+        return TenantMemoryOut(state.enabled, False, state.cache_seconds)
+
+    @put("/tenant")
+    async def set_tenant_memory(request: Request[Any, Any, Any], data: JSONBody[TenantMemoryIn]) -> TenantMemoryOut:
+        if use.tenant_set is None:
+            raise Unavailable("the tenant memory switch is not served here")
+        client = request.client.host if request.client else ""
+        state = await use.tenant_set(current_principal(), data.enabled, client=client)
+        return TenantMemoryOut(state.enabled, state.changed, state.cache_seconds)
+
     return Router(
         path="/v1/memory",
-        route_handlers=[add_memory, list_memories, get_memory, update_memory, delete_memory, neighbourhood, search, topics],
+        route_handlers=[
+            add_memory, list_memories, get_memory, update_memory, delete_memory, neighbourhood, search, topics,
+            get_tenant_memory, set_tenant_memory,
+        ],
     )

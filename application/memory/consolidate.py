@@ -3,16 +3,20 @@
 ``ConsolidateMemory(tenant, user)`` takes the user's unconsolidated episodic turns (oldest first,
 under a per-user lock, so two workers never consolidate one user at once) and:
 
-1. **merges near-duplicates**: a turn whose vector is within ``duplicate_threshold`` (cosine) of
+1. **merges near-duplicates**: a turn whose own text is within ``duplicate_threshold`` (cosine) of
    an earlier memory of the same user, tier and role is merged into it (``domain.memory.extraction.
    duplicate_of``): its edges move to the earlier memory, which is reinforced; the turn is deleted
-   (DELETE turn + UPDATE turn);
-2. **extracts observations** (``extract_statements``: first-person statements of single-valued
-   relations) and **promotes** those seen in at least ``min_sessions`` conversations to semantic
-   facts (``domain.memory.consolidation.promotions``), with provenance (``derived_from`` edges to
-   every source turn). A statement that contradicts a current fact supersedes it at once (a
-   ``supersedes`` edge; the old fact's validity is closed, never deleted); a retraction closes it.
-   Each candidate goes through ``decide`` / ``apply``: ADD, UPDATE, DELETE or NOOP, each reported;
+   (DELETE turn + UPDATE turn). Candidates come from the vector store (context windows: a turn's
+   own neighbours never take a candidate slot) plus the turns next to each hit;
+2. **extracts facts** (a ``FactExtractor``: ``RuleFactExtractor``, or ``ProviderFactExtractor``
+   through a chat model): single-valued *relations* are observations, promoted to semantic facts
+   once seen in at least ``min_sessions`` conversations (``domain.memory.consolidation.promotions``);
+   *dialogue facts* (events dated the day they happened, plans, activities, preferences,
+   possessions, identities: ``domain.memory.dialogue``) are facts at once. Every fact has
+   provenance (``derived_from`` edges to its source turns) and a validity interval. A newer fact
+   on the same subject+predicate supersedes the current one at once (a ``supersedes`` edge; the
+   old fact's validity is closed, never deleted); a retraction closes it. Each candidate goes
+   through ``decide`` / ``apply``: ADD, UPDATE, DELETE or NOOP, each reported;
 3. **writes session summaries**: a conversation with at least ``summary_min_turns`` turns gets one
    (ADD), rewritten once ``summary_every`` newer turns arrived (UPDATE; otherwise NOOP), by the
    ``Summarizer`` (a provider when configured, else extractive), with ``derived_from`` edges;
@@ -27,18 +31,20 @@ The turns are then marked consolidated. Running it again finds nothing pending (
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Literal, Protocol
 
 import msgspec
 import msgspec.structs
 
+from application.memory.extract import FactExtractor, RuleFactExtractor
 from application.memory.ingest import IngestTurns, TurnInput
 from application.memory.manage import Reindex, vector_record
+from application.memory.metering import ProviderMeter, complete_text, metered_as
 from application.memory.ports import MemoryRepository, StoredMemory
 from application.ports import Embedder, ModelCatalog, ProviderClients, VectorStore
-from domain.chat import ChatMessage, ChatRequest, ErrorChunk, Role, TextDelta
+from domain.chat import ChatMessage, ChatRequest, Role
 from domain.errors import DomainError, InvalidRequest
 from domain.events import ChatTurnCompleted, MemoryIngested
 from domain.memory.consolidation import (
@@ -54,7 +60,7 @@ from domain.memory.consolidation import (
     extractive_summary,
     promotions,
 )
-from domain.memory.extraction import Statement, duplicate_of, extract_statements, reinforced
+from domain.memory.extraction import duplicate_of, reinforced
 from domain.memory.graph import Edge
 from domain.memory.tiers import (
     Fact,
@@ -110,6 +116,7 @@ class ConsolidationReport(msgspec.Struct, frozen=True):
 
 class ConsolidationPolicy(msgspec.Struct, frozen=True):
     duplicate_threshold: float = 0.95
+    duplicate_candidates: int = 8  # earlier memories (by vector) whose own texts are compared
     min_sessions: int = 2
     fact_threshold: float = 0.92
     half_life: float = 30 * 86400.0
@@ -121,7 +128,10 @@ class ConsolidationPolicy(msgspec.Struct, frozen=True):
     batch: int = 500
 
     def __post_init__(self) -> None:
-        if self.min_sessions < 1 or self.summary_min_turns < 1 or self.summary_every < 1 or self.batch < 1:
+        if (
+            self.min_sessions < 1 or self.summary_min_turns < 1 or self.summary_every < 1 or self.batch < 1
+            or self.duplicate_candidates < 1
+        ):
             raise InvalidRequest.single("policy", "counts must be >= 1")
         if not -1.0 <= self.duplicate_threshold <= 1.0:
             raise InvalidRequest.single("duplicate_threshold", "must be a cosine in [-1, 1]")
@@ -228,12 +238,14 @@ class ProviderSummarizer:
     provider or catalogue error falls back to ``fallback`` and says so in ``via``."""
 
     def __init__(
-        self, catalog: ModelCatalog, providers: ProviderClients, model: str, fallback: Summarizer | None = None
+        self, catalog: ModelCatalog, providers: ProviderClients, model: str, fallback: Summarizer | None = None,
+        *, meter: ProviderMeter | None = None,
     ) -> None:
         self._catalog = catalog
         self._providers = providers
         self._model = model
         self._fallback = fallback or ExtractiveSummarizer()
+        self._meter = meter  # usage rows and budgets (operation memory.summary)
 
     async def summarize(self, turns: Sequence[StoredMemory], max_sentences: int) -> Summary:
         transcript = "\n".join(f"{t.role or 'note'}: {_spoken(t)}"[:2000] for t in turns)
@@ -247,21 +259,11 @@ class ProviderSummarizer:
             temperature=0.0,
         )
         try:
-            route = await self._catalog.resolve(self._model)
-            client = self._providers.get(route.provider)
-            parts: list[str] = []
-            stream = client.stream(route.upstream_model, request)
-            try:
-                async for chunk in stream:
-                    if isinstance(chunk, TextDelta):
-                        parts.append(chunk.text)
-                    elif isinstance(chunk, ErrorChunk):
-                        raise DomainError(chunk.code)
-            finally:
-                await stream.aclose()  # type: ignore[attr-defined]
-            text = " ".join("".join(parts).split())
-            if not text:
-                raise DomainError("empty summary")
+            answer = await complete_text(
+                self._catalog, self._providers, request, meter=self._meter, tenant_id=turns[0].tenant_id,
+                user_id=turns[0].user_id, operation="memory.summary",
+            )
+            text = " ".join(answer.split())
         except DomainError as exc:
             fallen = await self._fallback.summarize(turns, max_sentences)
             return msgspec.structs.replace(fallen, via=f"{fallen.via} (provider {self._model} failed: {exc.code})")
@@ -280,9 +282,9 @@ class ConsolidateMemory:
         policy: ConsolidationPolicy | None = None,
         *,
         reindex: Reindex | None = None,
-        extract: Callable[[str, str], Sequence[Statement]] = extract_statements,
+        extractor: FactExtractor | None = None,
     ) -> None:
-        self._extract = extract  # (what was said, who said it) -> statements
+        self._extractor = extractor or RuleFactExtractor()
         self._reindex = reindex  # IngestTurns.reindex: the neighbours of a merged turn get new context windows
         self._store = store
         self._vectors = vectors
@@ -296,6 +298,10 @@ class ConsolidateMemory:
         validate_tenant(tenant)
         if not user:
             raise InvalidRequest.single("user_id", "must be non-empty")
+        with metered_as(tenant, user):  # provider embeddings made here are charged to this user
+            return await self._consolidate(tenant, user, decay)
+
+    async def _consolidate(self, tenant: str, user: str, decay: bool) -> ConsolidationReport:
         async with self._store.lock(tenant, user):
             now = self._clock.now().timestamp()
             decayed = await self._decay(tenant, user, now) if decay else 0
@@ -333,19 +339,32 @@ class ConsolidateMemory:
         """Returns the turns that stay and the (merged turn, memory it was merged into) pairs.
         Candidates come from the vector store (whatever a memory's vector is built from, e.g. a
         context window, a memory saying the same thing ranks near); the decision compares the
-        memories' own texts, embedded alone."""
+        memories' own texts, embedded alone.
+
+        Vectors are context windows, so a memory's own ``follows`` neighbours rank first (their
+        windows contain its text) and do not take any of the ``duplicate_candidates`` slots; and a
+        duplicate elsewhere may rank below *its* neighbours' windows. So the candidates are the
+        hits, the turns next to them and the memory's own neighbours (same user, tier and role),
+        each compared by its own text."""
         vectors = await self._embedder.embed([m.text for m in pending])
+        adjacent: dict[str, set[str]] = {}
+        for edge in await self._store.edges_touching(tenant, [m.id for m in pending], ["follows"]):
+            adjacent.setdefault(edge.source, set()).add(edge.target)
+            adjacent.setdefault(edge.target, set()).add(edge.source)
         survivors: list[StoredMemory] = []
         pairs: list[tuple[StoredMemory, str]] = []
         merged: set[str] = set()
+        k = self._policy.duplicate_candidates
         for memory, vector in zip(pending, vectors, strict=True):
             where = MetadataFilter.of(Eq("user_id", user), Eq("tier", memory.tier.value), Eq("role", memory.role))
-            hits = await self._vectors.query(tenant, vector, 8, where)
+            skip = adjacent.get(memory.id, set()) | {memory.id}
+            hits = [h.id for h in await self._vectors.query(tenant, vector, k + len(skip), where) if h.id not in skip][:k]
+            around, _ = await self._store.with_neighbours(tenant, [*hits, *skip])
             earlier = [
-                (float(at), h.id, h.text)
-                for h in hits
-                if h.id not in merged and h.text and isinstance(at := h.metadata.get("at"), int | float)
-                and (float(at), h.id) < (memory.at, memory.id)
+                (m.at, m.id, m.text)
+                for m in sorted(around, key=lambda m: (m.at, m.id))
+                if m.id != memory.id and m.id not in merged and m.text and m.user_id == user
+                and m.tier is memory.tier and m.role == memory.role and (m.at, m.id) < (memory.at, memory.id)
             ]
             own = await self._embedder.embed([text for _, _, text in earlier]) if earlier else []
             others = [(at, hid, cosine_similarity(vector, v)) for (at, hid, _), v in zip(earlier, own, strict=True)]
@@ -359,6 +378,9 @@ class ConsolidateMemory:
                 tenant, keep_id, memory.id, reinforced(kept[0].importance, memory.importance), now
             )
             await self._vectors.delete(tenant, [memory.id])
+            joined = set(neighbours)  # the chain closed around the merged turn: its neighbours now touch
+            for n in joined:
+                adjacent.setdefault(n, set()).update(joined - {n})
             if neighbours and self._reindex is not None:
                 await self._reindex(tenant, neighbours)
             merged.add(memory.id)
@@ -375,16 +397,24 @@ class ConsolidateMemory:
         """``sightings``: (turn, id of the memory its statements are attributed to)."""
         observed: list[Observation] = []
         retractions: list[Observation] = []
-        for memory, turn_id in sightings:
-            for s in self._extract(_spoken(memory), memory.role or "user"):
+        direct: list[CandidateFact] = []  # dialogue facts (events, plans, preferences...): facts at once
+        extracted = await self._extractor.extract([m for m, _ in sightings])
+        for (memory, turn_id), statements in zip(sightings, extracted, strict=True):
+            for s in statements:
+                if s.kind != "relation":
+                    at = memory.at if s.valid_from is None else s.valid_from
+                    direct.append(CandidateFact(
+                        s.subject, s.predicate, s.object, s.text, at, (turn_id,), importance=0.5, retraction=s.retraction,
+                    ))
+                    continue
                 seen = Observation(s.subject, s.predicate, s.object, s.text, memory.conversation_id, turn_id, memory.at)
                 (retractions if s.retraction else observed).append(seen)
-        if not observed and not retractions:
+        if not observed and not retractions and not direct:
             return
         await self._store.add_observations(tenant, user, observed)
         for retraction in retractions:
             await self._store.forget_observations(tenant, user, retraction)
-        keys = {fact_key(o.subject, o.predicate) for o in (*observed, *retractions)}
+        keys = {fact_key(o.subject, o.predicate) for o in (*observed, *retractions, *direct)}
         history = await self._store.observations(tenant, user, keys)
         before = {f.id: f for f in await self._store.facts(tenant, user, keys)}
         semantic = SemanticMemory(tuple(before.values()))
@@ -392,6 +422,7 @@ class ConsolidateMemory:
             CandidateFact(r.subject, r.predicate, r.object, r.text, r.at, (r.turn_id,), retraction=True)
             for r in retractions
         ]
+        candidates += _merge_sightings(direct)
         promoted = promotions(history, self._policy.min_sessions, semantic)
         candidates += [p.candidate for p in promoted]
         promoted_keys = {fact_key(p.candidate.subject, p.candidate.predicate) for p in promoted}
@@ -473,6 +504,20 @@ class ConsolidateMemory:
             outcomes.append(Outcome(op, "summary", sid, f"{summary.via} summary of {len(turns)} turns of {conversation}"))
 
 
+def _merge_sightings(candidates: Sequence[CandidateFact]) -> list[CandidateFact]:
+    """One candidate per fact (subject, predicate, object, retraction) of this batch: the latest
+    sighting, with the provenance of all of them (a fact said twice in a batch is one fact)."""
+    groups: dict[tuple[str, str, str, bool], list[CandidateFact]] = {}
+    for c in candidates:
+        groups.setdefault((*fact_key(c.subject, c.predicate), normalize_term(c.object), c.retraction), []).append(c)
+    out: list[CandidateFact] = []
+    for group in groups.values():
+        latest = max(group, key=lambda c: c.at)
+        sources = tuple(dict.fromkeys(t for c in group for t in c.source_turn_ids))
+        out.append(msgspec.structs.replace(latest, source_turn_ids=sources))
+    return out
+
+
 class RememberTurn:
     """The ``ChatTurnCompleted`` consumer: store the exchange (user and assistant turns, ids
     derived from the event id, so a redelivered event is stored once), then consolidate."""
@@ -490,15 +535,16 @@ class RememberTurn:
         ids = (f"{event.event_id}-u", f"{event.event_id}-a")
         if not await self._store.get_many(tenant, ids):
             at = event.occurred_at.timestamp()
-            await self._ingest(
-                tenant,
-                user,
-                conversation,
-                [
-                    TurnInput("user", event.user_text[:MAX_TURN_TEXT], at, source_id=event.request_id, id=ids[0]),
-                    TurnInput("assistant", event.assistant_text[:MAX_TURN_TEXT], at + 0.001, source_id=event.request_id, id=ids[1]),
-                ],
-            )
+            with metered_as(tenant, user):
+                await self._ingest(
+                    tenant,
+                    user,
+                    conversation,
+                    [
+                        TurnInput("user", event.user_text[:MAX_TURN_TEXT], at, source_id=event.request_id, id=ids[0]),
+                        TurnInput("assistant", event.assistant_text[:MAX_TURN_TEXT], at + 0.001, source_id=event.request_id, id=ids[1]),
+                    ],
+                )
         return await self._consolidate(tenant, user)
 
 

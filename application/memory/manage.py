@@ -16,7 +16,7 @@ import base64
 import binascii
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 import msgspec.structs
@@ -555,3 +555,6 @@ class MemoryUseCases:
     topics: ListTopics
     neighbourhood: MemoryNeighbourhood
     export: ExportMemories
+    # the tenant's memory switch (``application.memory.tenant_switch``); None: not served
+    tenant_get: Any = None
+    tenant_set: Any = None

@@ -82,6 +82,10 @@ class Statement(msgspec.Struct, frozen=True):
     object: str
     text: str
     retraction: bool = False
+    # ``relation`` (the rules here: single-valued, promoted once seen in enough conversations) or a
+    # kind of ``domain.memory.dialogue`` (event, plan, activity, preference, has, identity: a fact at once)
+    kind: str = "relation"
+    valid_from: float | None = None  # when it became true (an event's day); None: when it was said
 
 
 def _clean_object(raw: str) -> str | None:

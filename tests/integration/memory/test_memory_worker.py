@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import nats.js.errors
 import pytest
@@ -23,13 +24,35 @@ from adapters.nats import JetStreamBus
 from adapters.onnx import OnnxEmbedder
 from adapters.postgres import SqlAlchemyUnitOfWorkFactory, create_engine
 from adapters.postgres.migrate import upgrade
+from adapters.postgres.tenant_policies import PostgresTenantMemory
 from adapters.system import SystemClock, TimeOrderedIds
-from api.memory import MemoryModule, open_memory
+from api.memory import (
+    MemoryModule,
+    follow_tenant_switches,
+    memory_chat_hook,
+    open_memory,
+    open_worker_memory,
+)
 from api.settings import load_settings
 from api.worker import MEMORY_TURN_CONSUMER, Worker
 from application.memory import TurnInput
-from application.memory.consolidate import ConsolidateMemory, SweepMemory, summary_id
-from domain.events import ChatTurnCompleted, DomainEvent, MemoryIngested
+from application.memory.consolidate import (
+    ConsolidateMemory,
+    ConsolidationPolicy,
+    SweepMemory,
+    summary_id,
+)
+from application.memory.tenant_switch import SetTenantMemory
+from domain.chat import ChatMessage, ChatRequest
+from domain.chat import Role as ChatRole
+from domain.events import (
+    ChatTurnCompleted,
+    DomainEvent,
+    MemoryIngested,
+    RegistryChanged,
+)
+from domain.identity import Principal, PrincipalKind, Role
+from domain.memory.tiers import fact_key
 from tests.harness.jetstream import JetStreamNames
 from tests.harness.services import TestServices
 
@@ -160,7 +183,7 @@ async def test_turn_events_are_remembered_merged_promoted_and_summarised(rig: Ri
 
     # the statement made in two conversations was promoted, with provenance to both turns
     (fact,) = await rig.rows(
-        "SELECT id, subject, predicate, object, valid_to, importance FROM memories WHERE tenant_id = :t AND tier = 'semantic'"
+        "SELECT id, subject, predicate, object, valid_to, importance FROM memories WHERE tenant_id = :t AND tier = 'semantic' AND predicate = 'lives in'"
     )
     assert (fact.subject, fact.predicate, fact.object, fact.valid_to) == ("user", "lives in", "Lisbon", None)
     assert fact.importance > 0.5
@@ -185,7 +208,7 @@ async def test_turn_events_are_remembered_merged_promoted_and_summarised(rig: Ri
     await rig.commit(moved)
     await wait_for(lambda: _fact_count(rig, "porto"))
     facts = {r.object: r for r in await rig.rows(
-        "SELECT id, object, valid_to, occurred_at FROM memories WHERE tenant_id = :t AND tier = 'semantic'"
+        "SELECT id, object, valid_to, occurred_at FROM memories WHERE tenant_id = :t AND tier = 'semantic' AND predicate = 'lives in'"
     )}
     assert facts["Porto"].valid_to is None and facts["Lisbon"].valid_to == facts["Porto"].occurred_at
     assert await rig.scalar(
@@ -280,3 +303,171 @@ async def _importances(engine: AsyncEngine, tenant: str) -> list[tuple[str, floa
     async with engine.connect() as conn:
         rows = await conn.execute(sa.text("SELECT id, importance FROM memories WHERE tenant_id = :t"), {"t": tenant})
         return [(r.id, float(r.importance)) for r in rows]
+
+
+async def test_a_turn_is_not_crowded_out_of_its_duplicates_by_its_neighbours_windows(
+    memory_database_url: str, embedder: OnnxEmbedder
+) -> None:
+    """Vectors are context windows: the windows of a turn's neighbours contain the turn's own text,
+    so they rank above a real duplicate elsewhere. They are left out of the candidates, so even
+    with two candidates the duplicate in the other conversation is found (and only it)."""
+    engine = create_engine(memory_database_url, pool_size=4)
+    settings = load_settings({}, database_url=memory_database_url)
+    memory = await open_memory(settings, engine, embedder, clock=SystemClock(), ids=TimeOrderedIds())
+    tenant, at = f"dup-{uuid.uuid4().hex[:8]}", T0.timestamp()
+    said = "I adopted a small black puppy named Max from the shelter."
+    try:
+        await memory.ingest(tenant, "u", "a", [
+            TurnInput("user", "The quarterly tax forms for the bakery took the whole weekend to fill in and file.", at),
+            TurnInput("user", said, at + 1),
+            TurnInput("user", "Our train to the coast was delayed by two hours because of the storm last night.", at + 2),
+        ])
+        await memory.ingest(tenant, "u", "b", [
+            TurnInput("user", "ok", at + 10), TurnInput("user", said, at + 11), TurnInput("user", "sure", at + 12),
+        ])
+        b_turns = await memory.store.conversation_turns(tenant, "u", "b", 10)
+        a_turns = await memory.store.conversation_turns(tenant, "u", "a", 10)
+        repeated, original = b_turns[1], a_turns[1]
+        (vector,) = await memory.embedder.embed([repeated.text])
+        ranked = [h.id for h in await memory.vectors.query(tenant, vector, 6)]
+        # the precondition: the neighbours' windows (and its own) outrank the real duplicate
+        assert ranked.index(b_turns[0].id) < ranked.index(original.id)
+        assert ranked.index(b_turns[2].id) < ranked.index(original.id)
+        consolidate = ConsolidateMemory(
+            memory.store, memory.vectors, memory.embedder, TimeOrderedIds(), SystemClock(),
+            policy=ConsolidationPolicy(duplicate_candidates=2), reindex=memory.ingest.reindex,
+        )
+        report = await consolidate(tenant, "u")
+        merges = [(o.op, o.memory_id) for o in report.outcomes if o.kind == "turn"]
+        assert merges == [("delete", repeated.id), ("update", original.id)]
+        assert {t.id for t in await memory.store.conversation_turns(tenant, "u", "b", 10)} == {b_turns[0].id, b_turns[2].id}
+    finally:
+        await memory.aclose()
+        await engine.dispose()
+
+
+async def test_the_workers_provider_registry_follows_registry_changed(
+    memory_database_url: str, nats_url: str, js_names: JetStreamNames, tmp_path: Path
+) -> None:
+    """Memory that writes summaries through a provider gives the worker its own registry; a
+    ``RegistryChanged`` of its tenant (outbox -> relay -> JetStream) reloads it at once, not only
+    before the next sweep."""
+    engine = create_engine(memory_database_url, pool_size=4)
+    uows = SqlAlchemyUnitOfWorkFactory(engine)
+    settings = load_settings(
+        {}, database_url=memory_database_url, tenant_id=js_names.tenant, memory_summary_model="m", data_dir=str(tmp_path)
+    )
+    memory = await open_worker_memory(settings, engine, uows, clock=SystemClock(), ids=TimeOrderedIds())
+    bus = await JetStreamBus.connect(nats_url, stream=js_names.stream, subjects=js_names.subjects)
+    worker = Worker(
+        uow_factory=uows, bus=bus, poll_interval=0.05, spend_subject=js_names.subject(), memory=memory,
+        memory_subjects=(js_names.subject("chat", "turn_completed"), js_names.subject("memory", "ingested")),
+        memory_sweep_interval=0,
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        assert memory.registry is not None
+        await asyncio.wait_for(worker.registry_listening.wait(), 20)
+        before = memory.registry.reload.reloads
+        async with uows() as uow:
+            uow.record(RegistryChanged(
+                event_id=uuid.uuid4().hex, tenant_id=js_names.tenant, occurred_at=T0, entity="model", name="m", action="upserted",
+            ))
+            await uow.commit()
+
+        async def reloaded() -> bool:
+            return memory.registry is not None and memory.registry.reload.reloads > before
+
+        await wait_for(reloaded, 20)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 20)
+        await bus.close()
+        await memory.aclose()
+        await engine.dispose()
+
+
+async def test_dialogue_facts_are_stored_at_once_dated_with_provenance_and_superseded(
+    memory_database_url: str, embedder: OnnxEmbedder
+) -> None:
+    """Imported dialogue (roles are the speakers' names): events, preferences and activities said
+    once become semantic facts at once, attributed to the speaker, with ``derived_from`` their
+    turn and an event dated the day it happened; a change of feeling supersedes the old fact
+    (validity closed, history kept); a retraction closes it."""
+    engine = create_engine(memory_database_url, pool_size=4)
+    settings = load_settings({}, database_url=memory_database_url)
+    memory = await open_memory(settings, engine, embedder, clock=SystemClock(), ids=TimeOrderedIds())
+    tenant = f"dlg-{uuid.uuid4().hex[:8]}"
+    s1 = datetime(2023, 5, 8, 13, 56, tzinfo=UTC).timestamp()
+    try:
+        first = await memory.ingest(tenant, "u", "s1", [
+            TurnInput("Melanie", "I went to a pottery class yesterday and I love pottery.", s1),
+            TurnInput("Caroline", "That's great! I'm researching adoption agencies.", s1 + 30),
+            TurnInput("assistant", "I love pottery too.", s1 + 60),  # an assistant's words are nobody's facts
+        ])
+        report = await memory.consolidate(tenant, "u")
+        added = sorted(o.reason.split(": ", 1)[1] for o in report.outcomes if o.kind == "fact" and o.op == "add")
+        assert added == [
+            "Caroline is researching adoption agencies", "Melanie loves pottery", "Melanie went to a pottery class on 2023-05-07",
+        ]
+        (event,) = await memory.store.facts(tenant, "u", [fact_key("Melanie", "went to a pottery class on 2023-05-07")])
+        assert event.valid_from == datetime(2023, 5, 7, tzinfo=UTC).timestamp() and event.valid_to is None
+        assert event.source_turn_ids == (first[0].id,)
+        view = await memory.use.get(tenant, "u", event.id)
+        assert view.memory.tier.value == "semantic"
+
+        key = fact_key("Melanie", "feels about pottery")
+        await memory.ingest(tenant, "u", "s2", [TurnInput("Melanie", "Honestly, I hate pottery.", s1 + 7 * 86400)])
+        second = await memory.consolidate(tenant, "u")
+        (update,) = [o for o in second.outcomes if o.kind == "fact"]
+        loved, hated = sorted(await memory.store.facts(tenant, "u", [key]), key=lambda f: f.valid_from)
+        assert update.op == "update" and update.old_id == loved.id and update.memory_id == hated.id
+        assert loved.valid_to == s1 + 7 * 86400 and hated.object == "dislikes" and hated.valid_to is None
+
+        await memory.ingest(tenant, "u", "s3", [TurnInput("Melanie", "I don't like pottery anymore.", s1 + 14 * 86400)])
+        third = await memory.consolidate(tenant, "u")
+        assert [(o.op, o.memory_id) for o in third.outcomes if o.kind == "fact"] == [("delete", hated.id)]
+        assert all(f.valid_to is not None for f in await memory.store.facts(tenant, "u", [key]))
+    finally:
+        await memory.aclose()
+        await engine.dispose()
+
+
+async def test_a_tenant_switch_made_elsewhere_reaches_this_replicas_chat_hook_over_jetstream(
+    rig: Rig, worker: Worker, js_names: JetStreamNames
+) -> None:
+    """Another replica switches the tenant's memory off (its audit event goes through the outbox,
+    the worker relays it); this replica's chat hook, whose cached switch would otherwise hold for
+    an hour, forgets it and the next request goes without memory."""
+    tenant = rig.tenant
+    async with rig.engine.begin() as conn:
+        await conn.execute(sa.text("INSERT INTO tenants (id, name, created_at) VALUES (:t, :t, now())"), {"t": tenant})
+    settings = load_settings({}, database_url=str(rig.engine.url.render_as_string(hide_password=False)), memory_tenant_cache_seconds=3600)
+    hook = memory_chat_hook(settings, rig.engine, clock=SystemClock(), ids=TimeOrderedIds())
+    hook.attach(rig.memory.search)
+    alice = Principal(tenant, "alice", Role.MEMBER, PrincipalKind.API_KEY, "key-alice")
+    request = ChatRequest(messages=(ChatMessage(ChatRole.USER, "what is my puppy called?"),), model="m")
+
+    async def note() -> str:
+        return (await hook.prepare(alice, request)).notes.get("memory_skipped", "recalled")
+
+    assert await note() != "off_tenant"  # cached: on, for an hour
+    stop, ready = asyncio.Event(), asyncio.Event()
+    listening = asyncio.create_task(follow_tenant_switches(
+        hook, rig.bus.js, stop, stream=rig.bus.stream, subject=js_names.subject("auth", "audited"), ready=ready,
+    ))
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        elsewhere = SetTenantMemory(PostgresTenantMemory(rig.engine), SystemClock(), TimeOrderedIds())  # no local invalidation
+        admin = Principal(tenant, "root", Role.ADMIN, PrincipalKind.API_KEY, "key-root")
+        assert (await elsewhere(admin, False)).changed
+        assert hook._tenants.known(tenant).memory_enabled  # type: ignore[attr-defined,union-attr]  # still cached "on"
+
+        async def off() -> bool:
+            return await note() == "off_tenant"
+
+        await wait_for(off, 20)
+    finally:
+        stop.set()
+        await asyncio.wait_for(listening, 10)

@@ -49,6 +49,9 @@ class FakeMemoryRepository:
             wanted |= frontier
         return await self.get_many(tenant_id, wanted), found
 
+    async def count(self, tenant_id: str, user_id: str) -> int:
+        return sum(1 for (t, _), m in self.memories.items() if t == tenant_id and m.user_id == user_id)
+
     async def latest(self, tenant_id: str, conversation_id: str) -> StoredMemory | None:
         mine = [m for (t, _), m in self.memories.items() if t == tenant_id and m.conversation_id == conversation_id]
         return max(mine, key=lambda m: (m.at, m.id), default=None)
