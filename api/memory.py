@@ -22,6 +22,8 @@ the search and the store to it (``MemoryModule.chat_hook``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +40,10 @@ from adapters.onnx import (
 )
 from adapters.onnx.embedder import DEFAULT_MODEL_DIR
 from adapters.postgres.memory_store import PostgresMemoryStore
-from adapters.postgres.tenant_policies import PostgresTenantPolicies
+from adapters.postgres.tenant_policies import (
+    PostgresTenantMemory,
+    PostgresTenantPolicies,
+)
 from adapters.provider_embedder import ProviderEmbedder
 from adapters.vectorstores.pgvector import PgVectorStore
 from api.grpc.memory import MemoryServicer
@@ -55,6 +60,7 @@ from application.memory.consolidate import (
     Summarizer,
     SweepMemory,
 )
+from application.memory.extract import FactExtractor, ProviderFactExtractor
 from application.memory.manage import (
     AddMemory,
     DeleteMemory,
@@ -66,6 +72,17 @@ from application.memory.manage import (
     SearchMemories,
     UpdateMemory,
 )
+from application.memory.metering import (
+    MeteredEmbedTexts,
+    MeteredIngest,
+    MeteredSearch,
+    RecordProviderUsage,
+)
+from application.memory.tenant_switch import (
+    GetTenantMemory,
+    SetTenantMemory,
+    switched_tenant,
+)
 from application.ports import (
     Embedder,
     ModelCatalog,
@@ -73,7 +90,9 @@ from application.ports import (
     UnitOfWorkFactory,
     VectorStore,
 )
+from application.settlement import UnitOfWorkSettlements
 from domain.errors import DomainError
+from domain.events import DomainEvent
 from domain.ports import Clock, IdGenerator
 
 __all__ = [
@@ -81,6 +100,7 @@ __all__ = [
     "MemoryModule",
     "MemoryUnavailable",
     "collection_for",
+    "follow_tenant_switches",
     "memory_chat_hook",
     "memory_embedder",
     "open_memory",
@@ -103,7 +123,8 @@ def memory_embedder(settings: Settings, embed_texts: EmbedTexts | None = None) -
     if choice.startswith("provider:"):
         if embed_texts is None:
             raise MemoryUnavailable(f"memory: {choice} needs the provider layer")
-        return ProviderEmbedder(embed_texts, choice.removeprefix("provider:"), dimensions=settings.memory_embedding_dimensions)
+        metered = MeteredEmbedTexts(embed_texts.catalog, embed_texts.providers)  # metered once open_memory has a store
+        return ProviderEmbedder(metered, choice.removeprefix("provider:"), dimensions=settings.memory_embedding_dimensions)  # type: ignore[arg-type]
     try:
         return OnnxEmbedder(settings.memory_model_dir or DEFAULT_MODEL_DIR, int8=choice == "local-int8")
     except ModelFilesMissing as exc:
@@ -132,7 +153,9 @@ class MemoryModule:
     sweep: SweepMemory
     redis: Any = None
     registry: Any = None  # the worker's own provider registry (api.registry.RegistryModule), when it needs one
+    budgets: Any = None  # the worker's budget module (api.budgets.BudgetModule), when provider calls are charged
     chat_hook: MemoryChatHook | None = None  # the chat path's hook, attached to this search
+    search_cache: Any = None  # adapters.vectorstores.cache.CachedHybridSearch, with Redis
 
     def servicer(self) -> MemoryServicer:
         return MemoryServicer(self.use)
@@ -147,6 +170,9 @@ class MemoryModule:
         if self.registry is not None:
             await self.registry.aclose()
             self.registry = None
+        if self.budgets is not None:
+            await self.budgets.aclose()
+            self.budgets = None
 
 
 async def open_memory(
@@ -160,6 +186,7 @@ async def open_memory(
     catalog: ModelCatalog | None = None,
     providers: ProviderClients | None = None,
     chat_hook: MemoryChatHook | None = None,
+    budgets: Any = None,
 ) -> MemoryModule:
     if isinstance(embedder, ProviderEmbedder) and not embedder.dimensions:
         try:
@@ -181,9 +208,22 @@ async def open_memory(
         redis = Redis.from_url(settings.redis_url)
         vectors = CachedVectorStore(pg, redis, namespace=collection, ttl_seconds=settings.memory_cache_seconds)
     cached = CachedEmbedder(embedder, MemoryEmbeddingCache(10_000))
-    store = PostgresMemoryStore(engine)
+    # the store also answers the whole hybrid query in one statement over the pgvector collection
+    store = PostgresMemoryStore(engine, search_collection=collection)
+    # provider calls memory makes on its own are usage rows and budget charges (application.memory.metering)
+    meter = RecordProviderUsage(UnitOfWorkSettlements(uow), ids, clock, budgets) if uow is not None else None
     ingest = IngestTurns(store, vectors, cached, ids)
-    search = SearchMemory(store, vectors, cached, clock)
+    hybrid: Any = store
+    if redis is not None:  # the read cache answers repeated searches too, under the vector cache's generations
+        from adapters.vectorstores.cache import CachedHybridSearch
+
+        hybrid = CachedHybridSearch(store, store, redis, namespace=collection, ttl_seconds=settings.memory_cache_seconds)
+    search = SearchMemory(store, vectors, cached, clock, hybrid=hybrid, max_concurrent=max(1, settings.db_pool_size // 2))
+    if isinstance(embedder, ProviderEmbedder) and isinstance(embedder.embed_texts, MeteredEmbedTexts):
+        embedder.embed_texts.meter = meter
+        # each piece of work names the tenant and user its provider embeddings are charged to
+        ingest = MeteredIngest(ingest)  # type: ignore[assignment]
+        search = MeteredSearch(search)  # type: ignore[assignment]
     use = MemoryUseCases(
         add=AddMemory(ingest, store, clock, ids, uow),
         search=SearchMemories(search, store),
@@ -193,17 +233,28 @@ async def open_memory(
         topics=ListTopics(store),
         neighbourhood=MemoryNeighbourhood(store),
         export=ExportMemories(store),
+        tenant_get=GetTenantMemory(PostgresTenantMemory(engine), cache_seconds=settings.memory_tenant_cache_seconds),
+        tenant_set=SetTenantMemory(
+            PostgresTenantMemory(engine), clock, ids, cache_seconds=settings.memory_tenant_cache_seconds,
+            on_change=chat_hook.tenant_changed if chat_hook is not None else None,
+        ),
     )
     summarizer: Summarizer = ExtractiveSummarizer()
     if settings.memory_summary_model and catalog is not None and providers is not None:
-        summarizer = ProviderSummarizer(catalog, providers, settings.memory_summary_model)
-    consolidate = ConsolidateMemory(store, vectors, cached, ids, clock, summarizer, reindex=ingest.reindex)
+        summarizer = ProviderSummarizer(catalog, providers, settings.memory_summary_model, meter=meter)
+    extractor: FactExtractor | None = None
+    if settings.memory_extraction_model and catalog is not None and providers is not None:
+        extractor = ProviderFactExtractor(catalog, providers, settings.memory_extraction_model, meter=meter)
+    consolidate = ConsolidateMemory(
+        store, vectors, cached, ids, clock, summarizer, reindex=ingest.reindex, extractor=extractor
+    )
     if chat_hook is not None:
         chat_hook.attach(search)
     return MemoryModule(
         embedder=cached, vectors=vectors, store=store, collection=collection, ingest=ingest, search=search,
         use=use, consolidate=consolidate, remember=RememberTurn(ingest, store, consolidate),
         sweep=SweepMemory(store, consolidate), redis=redis, chat_hook=chat_hook,
+        search_cache=hybrid if hybrid is not store else None,
     )
 
 
@@ -227,7 +278,7 @@ async def open_worker_memory(
     each sweep: ``MemoryModule.registry``)."""
     registry = None
     catalog = providers = None
-    if settings.memory_embedder.startswith("provider:") or settings.memory_summary_model:
+    if settings.memory_embedder.startswith("provider:") or settings.memory_summary_model or settings.memory_extraction_model:
         from api.registry import build_registry
         from application.catalog import RegistryCatalog
 
@@ -239,13 +290,51 @@ async def open_worker_memory(
         await registry.reload()
         providers = registry.providers
     embedder = memory_embedder(settings, EmbedTexts(catalog, providers) if catalog is not None else None)  # type: ignore[arg-type]
+    budgets = None
+    if registry is not None and settings.redis_url:  # provider calls are charged to the tenants' budgets
+        from api.budgets import build_budgets
+
+        budgets = build_budgets(settings, engine, clock=clock, ids=ids)
     try:
         module = await open_memory(
-            settings, engine, embedder, clock=clock, ids=ids, uow=uow, catalog=catalog, providers=providers
+            settings, engine, embedder, clock=clock, ids=ids, uow=uow, catalog=catalog, providers=providers,
+            budgets=budgets.guard if budgets is not None else None,
         )
     except BaseException:
         if registry is not None:
             await registry.aclose()
+        if budgets is not None:
+            await budgets.aclose()
         raise
     module.registry = registry
+    module.budgets = budgets
     return module
+
+
+TENANT_SWITCH_SUBJECT = "lumina.*.auth.audited"
+
+
+async def follow_tenant_switches(
+    hook: MemoryChatHook, js: Any, stop: asyncio.Event, *, stream: str | None = None,
+    subject: str = TENANT_SWITCH_SUBJECT, ready: asyncio.Event | None = None,
+) -> None:
+    """Until ``stop``: when any replica switches a tenant's memory (its audit event, relayed to
+    JetStream by the worker), this replica's chat hook forgets the tenant's cached switch, so the
+    flip is honoured on the next request here too, not after ``MEMORY_TENANT_CACHE_SECONDS``."""
+    from adapters.nats import BusError
+    from adapters.nats.event_listener import listen_events
+
+    log = structlog.get_logger("lumina.memory")
+
+    async def on_event(event: DomainEvent) -> None:
+        tenant = switched_tenant(event)
+        if tenant is not None:
+            hook.tenant_changed(tenant)
+
+    while not stop.is_set():
+        try:
+            await listen_events(js, subject=subject, on_event=on_event, stop=stop, stream=stream, ready=ready)
+        except BusError as exc:  # NATS away: the cache TTL still bounds staleness; subscribe again
+            log.warning("tenant switch listener failed; will retry", error=str(exc) or type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2.0)

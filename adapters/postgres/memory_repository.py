@@ -12,24 +12,31 @@ Full-text search (``fulltext``) matches ``coalesce(window_tsv, tsv)``: a turn's 
 scanned the recent inserts linearly). Ranking is Okapi BM25 (``k1`` 1.2, ``b`` 0.75, the textbook
 values) with binary tf, from statistics the database keeps exact (``memory_lexemes``: df per
 lexeme and user; ``memory_search_stats``: the user's memories and their total length in lexemes;
-both maintained by statement triggers on ``memories``, migration 0011). Two statements on one
-connection: the query lexemes' statistics, then the scoring query, whose candidates are the
-memories containing a *selective* query lexeme (df <= ``cutoff`` * N, default 5%; all lexemes
+both maintained by statement triggers on ``memories``, migration 0011). One statement (``_bm25_sql``):
+the query lexemes' statistics, then the scoring of the candidates: the memories containing a
+*selective* query lexeme (df <= ``cutoff`` * N, default 5%; all lexemes
 when none is); the common lexemes only add to the scores (the "common terms" cut, which keeps a
 speaker's name, present in every window, from making every memory a candidate). Ties go to the
 smaller id. ``scoring="ts_rank"`` (the previous ranking: no idf) is kept for comparison.
+
+With ``search_collection`` (the pgvector collection of the memories' vectors), ``hybrid`` reads
+both candidate lists, the ``follows`` edges around the hits and every row they need in ONE
+statement (``_hybrid_sql``), after the HNSW settings (``hnsw_settings``, with custom plans: a
+generic plan of it joined by sequential scans, ~10x slower). Reads that need no transaction
+(``fulltext``, ``with_neighbours``, ``count``) run in autocommit: no BEGIN/ROLLBACK round trips.
 """
 
 from __future__ import annotations
 
-import math
+import inspect
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.postgres.errors import translate_errors
 from adapters.postgres.memory_tables import (
@@ -39,11 +46,13 @@ from adapters.postgres.memory_tables import (
     memory_topics,
 )
 from adapters.postgres.vector_tables import collection_table
-from application.memory.ports import StoredMemory
+from adapters.vectorstores.pgvector import EF_PER_RESULT, filter_sql, hnsw_settings
+from application.memory.ports import HybridHits, StoredMemory
 from domain.memory.graph import Edge
 from domain.memory.ranking import MemoryFilter
 from domain.memory.tiers import Tier
 from domain.memory.topics import Topic
+from domain.memory.vectors import MetadataFilter
 
 __all__ = ["PostgresMemoryRepository", "websearch_any"]
 
@@ -54,6 +63,10 @@ _OPERATORS = {"or", "and", "not"}
 def websearch_any(query: str) -> str:
     """``query``'s words joined by ``or`` (websearch syntax): any of them may match."""
     return " or ".join(w for w in _WORD.findall(query) if w.casefold() not in _OPERATORS)
+
+
+def _vector_literal(vector: Sequence[float]) -> str:
+    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
 
 
 def _ts(at: float) -> datetime:
@@ -108,36 +121,80 @@ WHERE {{where}} AND {_DOC} @@ {_QUERY}
 ORDER BY ts_rank({_DOC}, {_QUERY}, 1) DESC, id LIMIT :k
 """
 
-# BM25 statistics of the query's lexemes (one row per known lexeme; a single row of NULLs when the
-# user has memories but none of the lexemes; no row when the user has no memories).
-_STATS_SQL = """
-SELECT s.lexeme, s.df, st.docs, st.lexemes
-FROM memory_search_stats st
-LEFT JOIN memory_lexemes s
-    ON s.tenant_id = st.tenant_id AND s.user_id = st.user_id AND s.df > 0
-    AND s.lexeme = ANY (tsvector_to_array(to_tsvector('english'::regconfig, :words)))
-WHERE st.tenant_id = :tenant AND st.user_id = :user AND st.docs > 0
-"""
+# BM25 with binary tf: the user's statistics (``st``) and the query lexemes' (``terms``: idf, and
+# whether the lexeme is selective, df <= ``:cutoff`` * N). No rows when the user has no memories
+# or none of the lexemes.
+_BM25_CTES = """
+st AS MATERIALIZED (
+    SELECT CAST(docs AS float8) AS n, greatest(CAST(lexemes AS float8) / docs, 1.0) AS avgdl
+    FROM memory_search_stats WHERE tenant_id = :tenant AND user_id = :user AND docs > 0
+), terms AS MATERIALIZED (
+    SELECT CAST(quote_literal(l.lexeme) AS tsquery) AS q, quote_literal(l.lexeme) AS operand,
+           ln(1 + (st.n - l.df + 0.5) / (l.df + 0.5)) AS idf, l.df <= CAST(:cutoff AS float8) * st.n AS selective
+    FROM st JOIN memory_lexemes l
+        ON l.tenant_id = :tenant AND l.user_id = :user AND l.df > 0
+        AND l.lexeme = ANY (tsvector_to_array(to_tsvector('english'::regconfig, :words)))
+    WHERE strpos(l.lexeme, E'\\\\') = 0
+)"""
 
 
-def _tsquery_term(lexeme: str) -> str:
-    """A lexeme as a tsquery operand, quoted so that it is matched verbatim."""
-    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
+def _bm25_select(where: str, *, scored: bool = False) -> str:
+    """The ids of the best ``:k`` candidates by BM25 (needs ``_BM25_CTES``): candidates contain a
+    selective lexeme (every lexeme when none is); the score is the sum of the idf of the query
+    lexemes a candidate contains times the length norm ``(k1 + 1) / (1 + k1 * (1 - b + b * dl /
+    avgdl))``, dl = the document's number of lexemes. Ties go to the smaller id."""
+    k1, b = "CAST(:k1 AS float8)", "CAST(:b AS float8)"
+    norm = f"({k1} + 1) / (1 + {k1} * (1 - {b} + {b} * length({_DOC}) / (SELECT avgdl FROM st)))"
+    # a join with the (few) query lexemes and a sum per memory: no correlated subquery per row
+    score = f"sum(terms.idf) * {norm}"
+    return f"""SELECT id{f", {score} AS score" if scored else ""}
+FROM memories JOIN terms ON {_DOC} @@ terms.q
+WHERE {where} AND {_DOC} @@ (
+    SELECT CAST(coalesce(string_agg(operand, ' | ') FILTER (WHERE selective), string_agg(operand, ' | ')) AS tsquery)
+    FROM terms
+)
+GROUP BY tenant_id, id
+ORDER BY {"score" if scored else score} DESC, id LIMIT :k"""
 
 
-def _bm25_sql(where: str, terms: int) -> str:
-    """Okapi BM25 with binary tf over the memories matching ``:find``: the sum of ``:w<i>`` (the
-    idf of query lexeme i, matched by tsquery ``:t<i>``) times the length norm
-    ``(k1 + 1) / (1 + k1 * (1 - b + b * dl / avgdl))``, dl = the document's number of lexemes."""
-    matched = " + ".join(
-        f"CASE WHEN {_DOC} @@ CAST(:t{i} AS tsquery) THEN CAST(:w{i} AS float8) ELSE 0.0 END" for i in range(terms)
-    )
-    k1, b, avgdl = "CAST(:k1 AS float8)", "CAST(:b AS float8)", "CAST(:avgdl AS float8)"
-    norm = f"({k1} + 1) / (1 + {k1} * (1 - {b} + {b} * length({_DOC}) / {avgdl}))"
-    return (
-        f"SELECT id FROM memories WHERE {where} AND {_DOC} @@ CAST(:find AS tsquery) "
-        f"ORDER BY ({matched}) * {norm} DESC, id LIMIT :k"
-    )
+def _bm25_sql(where: str) -> str:
+    """BM25 full-text search in ONE statement (statistics and scoring)."""
+    return f"WITH {_BM25_CTES}\n{_bm25_select(where)}"
+
+
+def _hybrid_sql(where: str, vector_table: str, vector_conditions: Sequence[str]) -> str:
+    """``hybrid`` in ONE statement: the BM25 list (``ft``) and the nearest vectors (``vec``, the
+    HNSW index of ``vector_table``, ``vector_conditions`` on its metadata), each ``:k`` deep with
+    its ranks; the ``follows`` edges touching a hit (``fol``: two index lookups); and the rows of
+    the hits and of those edges' other ends, each with its ranks and the ids it follows."""
+    columns = ", ".join(f"m.{c.name}" for c in _COLUMNS)
+    vector_where = " AND ".join(["tenant_id = :tenant", *vector_conditions])
+    return f"""WITH {_BM25_CTES},
+ft AS MATERIALIZED (
+    SELECT id, row_number() OVER (ORDER BY score DESC, id) AS r FROM ({_bm25_select(where, scored=True)}) x
+), vec AS MATERIALIZED (
+    SELECT id, row_number() OVER (ORDER BY distance, id) AS r FROM (
+        SELECT id, embedding <=> CAST(:q AS vector) AS distance FROM {vector_table}
+        WHERE {vector_where} ORDER BY distance LIMIT :k
+    ) y
+), hits AS (
+    SELECT id FROM ft UNION SELECT id FROM vec
+), fol AS MATERIALIZED (
+    SELECT source, target FROM memory_edges
+    WHERE tenant_id = :tenant AND kind = 'follows' AND source = ANY (ARRAY(SELECT id FROM hits))
+    UNION
+    SELECT source, target FROM memory_edges
+    WHERE tenant_id = :tenant AND kind = 'follows' AND target = ANY (ARRAY(SELECT id FROM hits))
+)
+SELECT {columns},
+       array_position((SELECT array_agg(id ORDER BY r) FROM ft), m.id) AS ft_rank,
+       array_position((SELECT array_agg(id ORDER BY r) FROM vec), m.id) AS vec_rank,
+       coalesce(f.targets, '{{}}') AS follows
+FROM memories m
+LEFT JOIN (SELECT source, array_agg(target ORDER BY target) AS targets FROM fol GROUP BY source) f ON f.source = m.id
+WHERE m.tenant_id = :tenant AND m.id = ANY (ARRAY(
+    SELECT id FROM hits UNION SELECT source FROM fol UNION SELECT target FROM fol
+))"""
 
 
 def _filter_sql(filters: MemoryFilter | None, params: dict[str, object]) -> list[str]:
@@ -173,6 +230,10 @@ class PostgresMemoryRepository:
         k1: float = 1.2,
         b: float = 0.75,
         cutoff: float = 0.05,
+        search_collection: str | None = None,
+        ef_search: int = 40,
+        max_scan_tuples: int = 20_000,
+        ef_per_result: int = EF_PER_RESULT,
     ) -> None:
         if scoring not in ("bm25", "ts_rank"):
             raise ValueError("scoring must be 'bm25' or 'ts_rank'")
@@ -183,6 +244,10 @@ class PostgresMemoryRepository:
         self._k1 = k1
         self._b = b
         self._cutoff = cutoff
+        self._search_table = None if search_collection is None else collection_table(search_collection)
+        self._ef_search = ef_search
+        self._max_scan_tuples = max_scan_tuples
+        self._ef_per_result = ef_per_result
         self._vectors = (
             None
             if vector_collection is None
@@ -229,6 +294,21 @@ class PostgresMemoryRepository:
             )
         return statement
 
+    @asynccontextmanager
+    async def _read(self, what: str) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection in autocommit mode for reads: no BEGIN/ROLLBACK round trips (each
+        statement reads its own snapshot)."""
+        async with translate_errors(what), self._engine.connect() as conn:
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    async def count(self, tenant_id: str, user_id: str) -> int:
+        """From ``memory_search_stats`` (kept exact by the statement triggers on ``memories``)."""
+        statement = sa.text(
+            "SELECT coalesce(max(docs), 0) FROM memory_search_stats WHERE tenant_id = :tenant AND user_id = :user"
+        )
+        async with self._read("memory count") as conn:
+            return int((await conn.execute(statement, {"tenant": tenant_id, "user": user_id})).scalar_one())
+
     async def latest(self, tenant_id: str, conversation_id: str) -> StoredMemory | None:
         statement = (
             sa.select(*_COLUMNS)
@@ -248,29 +328,51 @@ class PostgresMemoryRepository:
             return []
         params: dict[str, object] = {"tenant": tenant_id, "user": user_id, "words": words, "k": k}
         where = " AND ".join(["tenant_id = :tenant", "user_id = :user", *_filter_sql(filters, params)])
-        async with translate_errors("memory full-text search"), self._engine.connect() as conn:
+        async with self._read("memory full-text search") as conn:
             if self._scoring == "ts_rank":
                 return [r.id for r in (await conn.execute(sa.text(_TS_RANK_SQL.format(where=where)), params)).all()]
-            stats = (await conn.execute(sa.text(_STATS_SQL), {"tenant": tenant_id, "user": user_id, "words": words})).all()
-            terms = sorted((r.lexeme, float(r.df)) for r in stats if r.lexeme is not None and "\\" not in r.lexeme)
-            if not terms:
-                return []
-            n, total = float(stats[0].docs), float(stats[0].lexemes)
-            # The "common terms" cut: only memories with a selective lexeme (in at most ``cutoff``
-            # of the user's memories; every lexeme when none is) are scored; the common ones still
-            # add to their scores.
-            selective = [lex for lex, df in terms if df <= self._cutoff * n] or [lex for lex, _ in terms]
-            params |= {
-                "find": " | ".join(_tsquery_term(lex) for lex in selective),
-                "k1": self._k1,
-                "b": self._b,
-                "avgdl": max(total / n, 1.0),
-            }
-            for i, (lex, df) in enumerate(terms):
-                params[f"t{i}"] = _tsquery_term(lex)
-                params[f"w{i}"] = math.log(1 + (n - df + 0.5) / (df + 0.5))
-            rows = (await conn.execute(sa.text(_bm25_sql(where, len(terms))), params)).all()
-            return [r.id for r in rows]
+            params |= {"k1": self._k1, "b": self._b, "cutoff": self._cutoff}
+            return [r.id for r in (await conn.execute(sa.text(_bm25_sql(where)), params)).all()]
+
+    async def hybrid(
+        self,
+        tenant_id: str,
+        user_id: str,
+        query: str,
+        vector: Sequence[float] | Awaitable[Sequence[float]],
+        k: int,
+        filters: MemoryFilter | None,
+        where: MetadataFilter,
+    ) -> HybridHits:
+        """Full-text (BM25) and vector candidates, their ``follows`` neighbours and every row, in
+        one statement (``_hybrid_sql``) after the HNSW settings of ``PgVectorStore``
+        (``hnsw_settings``, one statement) in the same transaction. ``vector`` may be an awaitable
+        (the query being embedded): the connection and the settings are made ready meanwhile. Needs ``search_collection``,
+        BM25 scoring, and ``where`` limited to what ``PgVectorStore`` filters by (it is its
+        metadata filter)."""
+        if self._search_table is None or self._scoring != "bm25":
+            raise ValueError("hybrid needs search_collection and BM25 scoring")
+        params: dict[str, object] = {
+            "tenant": tenant_id, "user": user_id, "words": websearch_any(query), "k": k,
+            "k1": self._k1, "b": self._b, "cutoff": self._cutoff,
+        }
+        where_ft = " AND ".join(["tenant_id = :tenant", "user_id = :user", *_filter_sql(filters, params)])
+        sql = _hybrid_sql(where_ft, self._search_table, filter_sql(where, params))
+        settings = hnsw_settings(k, self._ef_search, self._max_scan_tuples, self._ef_per_result)
+        async with translate_errors("memory hybrid search"), self._engine.begin() as conn:
+            await conn.execute(sa.text(settings))  # while the query may still be embedding
+            params["q"] = _vector_literal(await vector if inspect.isawaitable(vector) else vector)
+            rows = (await conn.execute(sa.text(sql), params)).all()
+        memories_ = [_memory(r) for r in rows]
+        fulltext = sorted((r.ft_rank, r.id) for r in rows if r.ft_rank is not None)
+        nearest = sorted((r.vec_rank, r.id) for r in rows if r.vec_rank is not None)
+        follows = sorted((r.id, target) for r in rows for target in r.follows)
+        return HybridHits(
+            fulltext_ids=[i for _, i in fulltext],
+            vector_ids=[i for _, i in nearest],
+            memories=memories_,
+            follows=[Edge(source, target, "follows") for source, target in follows],
+        )
 
     async def set_windows(self, tenant_id: str, windows: Mapping[str, str]) -> None:
         """Index each memory (id -> window text) by its context window: ``window_tsv`` becomes
@@ -354,7 +456,7 @@ class PostgresMemoryRepository:
         wanted = set(ids)
         e = memory_edges.c
         edges: dict[tuple[str, str], Edge] = {}
-        async with translate_errors("memory get"), self._engine.connect() as conn:
+        async with self._read("memory get") as conn:
             frontier = sorted(wanted)
             for _ in range(hops):
                 if not frontier:

@@ -1,5 +1,7 @@
 """A Redis read cache in front of any ``VectorStore``: identical queries (tenant, vector, k,
-filter) within ``ttl_seconds`` are answered from Redis.
+filter) within ``ttl_seconds`` are answered from Redis. ``CachedHybridSearch`` does the same for
+memory's one-statement hybrid search (``application.memory.ports.HybridSearch``), under the same
+tenant generations.
 
 Invalidation is by tenant generation: each tenant has a counter ``<prefix>:<tenant>:gen``, part of
 every cached key; ``upsert`` and ``delete`` bump it *after* the write, so no later query can read a
@@ -12,21 +14,32 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from adapters.vectorstores._common import VectorStoreUnavailable
+from application.memory.ports import HybridHits, HybridSearch, MemoryRepository
 from application.ports import VectorStore
+from domain.memory.ranking import MemoryFilter
 from domain.memory.vectors import MetadataFilter, QueryHit, VectorRecord
 
-__all__ = ["CacheStats", "CachedVectorStore"]
+__all__ = ["CacheStats", "CachedHybridSearch", "CachedVectorStore"]
 
 _ENCODER = msgspec.msgpack.Encoder()
 _HITS = msgspec.msgpack.Decoder(list[QueryHit])
 _FILTER = msgspec.json.Encoder()
+_ID_LISTS = msgspec.msgpack.Decoder(tuple[list[str], list[str]])
+
+
+def _prefix(namespace: str) -> str:
+    return f"lumina:vq:{namespace}"
+
+
+def _generation_key(prefix: str, tenant_id: str) -> str:
+    return f"{prefix}:{tenant_id}:gen"
 
 
 class CacheStats(msgspec.Struct):
@@ -40,7 +53,7 @@ class CachedVectorStore:
         """``namespace`` names the collection (two collections must not share one)."""
         self._inner = inner
         self._redis = redis
-        self._prefix = f"lumina:vq:{namespace}"
+        self._prefix = _prefix(namespace)
         self._ttl = ttl_seconds
         self.stats = CacheStats()
 
@@ -49,7 +62,7 @@ class CachedVectorStore:
         return self._inner.dimension
 
     def _generation_key(self, tenant_id: str) -> str:
-        return f"{self._prefix}:{tenant_id}:gen"
+        return _generation_key(self._prefix, tenant_id)
 
     def _query_key(self, tenant_id: str, generation: int, vector: Sequence[float], k: int, filter: MetadataFilter | None) -> str:
         digest = hashlib.blake2b(digest_size=16)
@@ -98,3 +111,67 @@ class CachedVectorStore:
             except RedisError:
                 self.stats.errors += 1
         return hits
+
+
+class CachedHybridSearch:
+    """A Redis read cache in front of memory's one-statement hybrid search.
+
+    What is cached is the two hit lists (full-text and vector ids, best first) of a query (tenant,
+    user, query text, k, filters) — the query text stands for its vector: one namespace is one
+    collection, embedded by one model. On a hit the rows of the hits and of their neighbours are
+    read fresh (``repository.with_neighbours``), so a memory changed since (importance, validity,
+    text) is ranked as it is now. Keys carry the tenant's generation shared with
+    ``CachedVectorStore`` on the same ``namespace``: every vector write there (ingest, update,
+    delete, consolidation) makes earlier results unreadable. Redis unreachable: the statement runs."""
+
+    def __init__(
+        self, inner: HybridSearch, repository: MemoryRepository, redis: Redis, *, namespace: str, ttl_seconds: int = 300
+    ) -> None:
+        self._inner = inner
+        self._repository = repository
+        self._redis = redis
+        self._prefix = _prefix(namespace)
+        self._ttl = ttl_seconds
+        self.stats = CacheStats()
+
+    def _key(self, tenant_id: str, generation: int, user_id: str, query: str, k: int,
+             filters: MemoryFilter | None, where: MetadataFilter) -> str:
+        digest = hashlib.blake2b(digest_size=16)
+        for part in (user_id.encode(), query.encode(), struct.pack("<i", k), _FILTER.encode(filters), _FILTER.encode(where)):
+            digest.update(struct.pack("<I", len(part)))
+            digest.update(part)
+        return f"{self._prefix}:{tenant_id}:{generation}:h:{digest.hexdigest()}"
+
+    async def hybrid(
+        self,
+        tenant_id: str,
+        user_id: str,
+        query: str,
+        vector: Sequence[float] | Awaitable[Sequence[float]],
+        k: int,
+        filters: MemoryFilter | None,
+        where: MetadataFilter,
+    ) -> HybridHits:
+        key: str | None = None
+        try:
+            generation = int(await self._redis.get(_generation_key(self._prefix, tenant_id)) or 0)
+            key = self._key(tenant_id, generation, user_id, query, k, filters, where)
+            cached = await self._redis.get(key)
+        except RedisError:
+            self.stats.errors += 1
+            cached = None
+        if cached is not None:
+            self.stats.hits += 1
+            fulltext_ids, vector_ids = _ID_LISTS.decode(cached)
+            if not fulltext_ids and not vector_ids:
+                return HybridHits([], [], [], [])
+            memories, follows = await self._repository.with_neighbours(tenant_id, {*fulltext_ids, *vector_ids}, 1)
+            return HybridHits(fulltext_ids, vector_ids, memories, follows)
+        self.stats.misses += 1
+        found = await self._inner.hybrid(tenant_id, user_id, query, vector, k, filters, where)
+        if key is not None:
+            try:
+                await self._redis.set(key, _ENCODER.encode((found.fulltext_ids, found.vector_ids)), ex=self._ttl)
+            except RedisError:
+                self.stats.errors += 1
+        return found

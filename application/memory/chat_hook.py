@@ -123,6 +123,10 @@ class CachedTenantPolicies:
         hit = self._cache.get(tenant_id)
         return hit[1] if hit is not None else None
 
+    def invalidate(self, tenant_id: str) -> None:
+        """Forget the tenant's cached policy (it was just changed): the next request reads it."""
+        self._cache.pop(tenant_id, None)
+
 
 def _message_text(message: ChatMessage) -> str:
     texts = [message.content, *(p.text for p in message.parts if isinstance(p, TextPart))]
@@ -243,6 +247,10 @@ class MemoryChatHook:
         self._timeout = timeout
         self._count = count_tokens
         self._log = log
+
+    def tenant_changed(self, tenant_id: str) -> None:
+        """The tenant's memory switch was just set on this replica: read it again next request."""
+        self._tenants.invalidate(tenant_id)
 
     def attach(self, recall: MemoryRecall) -> None:
         self._recall = recall

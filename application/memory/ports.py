@@ -7,7 +7,7 @@ Node ids in the graph: memories use their own ids; topics and entities are prefi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 import msgspec
@@ -16,8 +16,17 @@ from domain.memory.graph import Edge
 from domain.memory.ranking import MemoryFilter
 from domain.memory.tiers import Tier
 from domain.memory.topics import Topic
+from domain.memory.vectors import MetadataFilter
 
-__all__ = ["ENTITY_PREFIX", "TOPIC_PREFIX", "MemoryRepository", "StoredMemory", "node_kind"]
+__all__ = [
+    "ENTITY_PREFIX",
+    "TOPIC_PREFIX",
+    "HybridHits",
+    "HybridSearch",
+    "MemoryRepository",
+    "StoredMemory",
+    "node_kind",
+]
 
 TOPIC_PREFIX = "topic:"
 ENTITY_PREFIX = "entity:"
@@ -69,6 +78,10 @@ class MemoryRepository(Protocol):
         ids skipped), and those ``follows`` edges."""
         ...
 
+    async def count(self, tenant_id: str, user_id: str) -> int:
+        """How many memories the user has (exact, every tier): one small read."""
+        ...
+
     async def latest(self, tenant_id: str, conversation_id: str) -> StoredMemory | None:
         """The conversation's most recent memory (by ``at``, then id)."""
         ...
@@ -105,4 +118,35 @@ class MemoryRepository(Protocol):
 
     async def edges_touching(self, tenant_id: str, node_ids: Iterable[str], kinds: Iterable[str]) -> list[Edge]:
         """Edges of ``kinds`` with either end in ``node_ids``."""
+        ...
+
+
+class HybridHits(msgspec.Struct, frozen=True):
+    """What one hybrid read returns: the full-text and vector hit lists (ids, best first), the rows
+    of the hits and of their ``follows`` neighbours (one hop), and those ``follows`` edges."""
+
+    fulltext_ids: list[str]
+    vector_ids: list[str]
+    memories: list[StoredMemory]
+    follows: list[Edge]
+
+
+class HybridSearch(Protocol):
+    """Both retrievers and the hits' neighbours in one read, where the store holds the memories
+    and their vectors side by side (Postgres + pgvector): what ``MemoryRepository.fulltext``,
+    ``VectorStore.query`` (with ``where``, the vector filter of ``SearchMemory``) and
+    ``MemoryRepository.with_neighbours(..., hops=1)`` would return together."""
+
+    async def hybrid(
+        self,
+        tenant_id: str,
+        user_id: str,
+        query: str,
+        vector: Sequence[float] | Awaitable[Sequence[float]],
+        k: int,
+        filters: MemoryFilter | None,
+        where: MetadataFilter,
+    ) -> HybridHits:
+        """``vector`` may be an awaitable (the query still being embedded): the store gets ready
+        meanwhile."""
         ...

@@ -13,6 +13,15 @@
    as a passage: the hit with the ``window`` memories before and after it in its conversation
    (``follows`` edges), without repeating a memory an earlier passage shows.
 
+**Cheap paths.** With ``hybrid`` (``HybridSearch``: Postgres holding the memories and their
+pgvector vectors side by side) step 1 and the read of the rows are ONE statement after the query is
+embedded. At most ``max_concurrent`` searches hold database connections at once (the rest wait,
+inside the caller's time box), so a burst of requests does not overflow the connection pool. A
+user whose last unfiltered search found nothing is remembered (for ``empty_ttl`` seconds, only to
+bound the table) and costs one exact count (``MemoryRepository.count``; concurrent requests of that
+user share one) instead of an embedding and a search; the count sees a memory as soon as its
+transaction committed, whichever process wrote it.
+
 Every result carries the domain's ``ScoreExplanation``; ``SearchResult.passage`` is what to show a
 model, ``tokens`` what it costs. Entity filters are applied after retrieval (memories name several
 entities; the vector store's metadata holds scalars only).
@@ -26,7 +35,12 @@ from collections.abc import Callable, Iterable
 
 import msgspec
 
-from application.memory.ports import MemoryRepository, StoredMemory, node_kind
+from application.memory.ports import (
+    HybridSearch,
+    MemoryRepository,
+    StoredMemory,
+    node_kind,
+)
 from application.ports import Embedder, VectorStore
 from domain.errors import InvalidRequest
 from domain.memory.graph import Edge, MemoryGraph, Node
@@ -136,6 +150,34 @@ def _candidate(memory: StoredMemory) -> MemoryCandidate:
     )
 
 
+class _EmptyUsers:
+    """(tenant, user) scopes last seen without memories, each remembered until an expiry
+    (monotonic seconds) that only bounds the table's size; at most ``max_entries`` (the earliest
+    added are dropped first). Being listed here is never trusted alone: see ``SearchMemory``."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._max = max_entries
+        self._until: dict[tuple[str, str], float] = {}
+
+    def holds(self, scope: tuple[str, str], now: float) -> bool:
+        until = self._until.get(scope)
+        if until is None:
+            return False
+        if now < until:
+            return True
+        del self._until[scope]
+        return False
+
+    def add(self, scope: tuple[str, str], until: float) -> None:
+        self._until.pop(scope, None)
+        while len(self._until) >= self._max:
+            del self._until[next(iter(self._until))]
+        self._until[scope] = until
+
+    def discard(self, scope: tuple[str, str]) -> None:
+        self._until.pop(scope, None)
+
+
 class SearchMemory:
     def __init__(
         self,
@@ -149,9 +191,14 @@ class SearchMemory:
         count_tokens: Callable[[str], int] = approximate_tokens,
         overhead: int = 4,
         window: int = 1,
+        empty_ttl: float = 600.0,
+        max_concurrent: int = 4,
+        hybrid: HybridSearch | None = None,
     ) -> None:
         if window < 0:
             raise InvalidRequest.single("window", "must be >= 0")
+        if empty_ttl < 0 or max_concurrent < 1:
+            raise InvalidRequest.single("empty_ttl", "empty_ttl must be >= 0 and max_concurrent >= 1")
         self._repo = repository
         self._vectors = vectors
         self._embedder = embedder
@@ -161,6 +208,24 @@ class SearchMemory:
         self._count_tokens = count_tokens
         self._overhead = overhead
         self._window = window
+        self._empty_ttl = empty_ttl
+        self._empty = _EmptyUsers()
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._hybrid = hybrid if window == 1 else None  # one hop of neighbours: window 1
+        self._counting: dict[tuple[str, str], asyncio.Future[int]] = {}
+
+    async def _count(self, scope: tuple[str, str]) -> int:
+        """``MemoryRepository.count``, one query for all concurrent callers of one scope."""
+        pending = self._counting.get(scope)
+        if pending is None:
+            pending = asyncio.ensure_future(self._count_now(scope))
+            self._counting[scope] = pending
+            pending.add_done_callback(lambda _: self._counting.pop(scope, None))
+        return await asyncio.shield(pending)
+
+    async def _count_now(self, scope: tuple[str, str]) -> int:
+        async with self._slots:
+            return await self._repo.count(*scope)
 
     async def __call__(
         self,
@@ -178,17 +243,21 @@ class SearchMemory:
             raise InvalidRequest.single("k", f"must be between 1 and {MAX_K}")
         if not query.strip():
             return SearchResponse((), 0, ())
+        # A user last seen without memories costs one small exact read (the memory count the
+        # database keeps per user; concurrent requests of one user share it), not a search.
+        scope = (tenant, user)
+        now = self._clock.monotonic()
+        if self._empty.holds(scope, now):
+            if await self._count(scope) == 0:
+                return SearchResponse((), 0, ())
+            self._empty.discard(scope)
         depth = min(MAX_K, max(self._candidates, k))
-        fulltext_ids, vector_ids = await asyncio.gather(
-            self._repo.fulltext(tenant, user, query, depth, filters), self._dense(tenant, user, query, depth, filters)
-        )
+        fulltext_ids, vector_ids, rows, follows = await self._retrieve(tenant, user, query, depth, filters)
+        if not fulltext_ids and not vector_ids:
+            if filters is None and self._empty_ttl > 0:  # not one vector: the user has no memories
+                self._empty.add(scope, now + self._empty_ttl)
+            return SearchResponse((), 0, ())
         hit_ids = {*fulltext_ids, *vector_ids}
-        # The hits with the memories around them (their passages' context), in one read.
-        rows, follows = (
-            await self._repo.with_neighbours(tenant, hit_ids, self._window)
-            if self._window
-            else (await self._repo.get_many(tenant, hit_ids), [])
-        )
         memories = {m.id: m for m in rows}
         pool = {mid: m for mid, m in memories.items() if mid in hit_ids}
         graph = await self._graph(tenant, pool, fulltext_ids, vector_ids)
@@ -226,6 +295,42 @@ class SearchMemory:
         )
         skipped = packed.skipped_ids + packed.merged_ids
         return SearchResponse(results, packed.tokens_used, skipped)
+
+    async def _retrieve(
+        self, tenant: str, user: str, query: str, depth: int, filters: MemoryFilter | None
+    ) -> tuple[list[str], list[str], list[StoredMemory], list[Edge]]:
+        """Both hit lists, and the rows of the hits and of the memories around them with the
+        ``follows`` edges between them: in one read with ``hybrid``, else full-text and vector
+        queries at once (the full-text one runs while the query is embedded), then one read of
+        the rows."""
+        if self._hybrid is not None:
+            embedding = asyncio.ensure_future(self._embed(query))  # the store gets ready meanwhile
+            try:
+                async with self._slots:  # at most ``max_concurrent`` searches hold database connections
+                    found = await self._hybrid.hybrid(
+                        tenant, user, query, embedding, depth, filters, vector_filter(user, filters)
+                    )
+            finally:
+                if not embedding.done():
+                    embedding.cancel()
+                elif not embedding.cancelled():
+                    embedding.exception()  # retrieved: a failure here surfaces through the store's await
+            return found.fulltext_ids, found.vector_ids, found.memories, found.follows
+        async with self._slots:
+            fulltext_ids, vector_ids = await asyncio.gather(
+                self._repo.fulltext(tenant, user, query, depth, filters), self._dense(tenant, user, query, depth, filters)
+            )
+            hit_ids = {*fulltext_ids, *vector_ids}
+            if not hit_ids:
+                return [], [], [], []
+            if self._window:
+                rows, follows = await self._repo.with_neighbours(tenant, hit_ids, self._window)
+                return fulltext_ids, vector_ids, rows, follows
+            return fulltext_ids, vector_ids, await self._repo.get_many(tenant, hit_ids), []
+
+    async def _embed(self, query: str) -> list[float]:
+        (vector,) = await self._embedder.embed([query])
+        return vector
 
     async def _dense(self, tenant: str, user: str, query: str, depth: int, filters: MemoryFilter | None) -> list[str]:
         (vector,) = await self._embedder.embed([query])

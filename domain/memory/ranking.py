@@ -182,24 +182,31 @@ def _similarity(a: MemoryCandidate, b: MemoryCandidate) -> float:
 
 class _Features:
     """A candidate's unit vector (when it has a non-zero one) and token set, computed once per
-    ``mmr_select`` call: MMR compares every pick with every remaining candidate."""
+    ``mmr_select`` call: MMR compares every pick with every remaining candidate. The token set is
+    a bit mask over the pool's vocabulary (``vocabulary`` maps a token to its bit), so Jaccard is
+    two integer operations: the same counts, the same value, ~10x faster than set algebra."""
 
-    __slots__ = ("tokens", "unit")
+    __slots__ = ("mask", "size", "unit")
 
-    def __init__(self, memory: MemoryCandidate) -> None:
+    def __init__(self, memory: MemoryCandidate, vocabulary: dict[str, int]) -> None:
         self.unit: list[float] | None = None
         if memory.vector is not None:
             norm = math.sqrt(sum(map(operator.mul, memory.vector, memory.vector)))
             if norm > 0:
                 self.unit = [x / norm for x in memory.vector]
-        self.tokens = set(tokenize(memory.text))
+        mask = 0
+        for token in set(tokenize(memory.text)):
+            mask |= 1 << vocabulary.setdefault(token, len(vocabulary))
+        self.mask = mask
+        self.size = mask.bit_count()
 
     def similarity(self, other: _Features) -> float:
         """As ``_similarity``: cosine when both have vectors of one dimension, else Jaccard."""
         if self.unit is not None and other.unit is not None and len(self.unit) == len(other.unit):
             return max(0.0, sum(map(operator.mul, self.unit, other.unit)))
-        union = self.tokens | other.tokens
-        return len(self.tokens & other.tokens) / len(union) if union else 0.0
+        common = (self.mask & other.mask).bit_count()
+        union = self.size + other.size - common
+        return common / union if union else 0.0
 
 
 def mmr_select(
@@ -209,7 +216,8 @@ def mmr_select(
     where ``penalty = (1 - lam) * max similarity to the earlier picks``. Ties go to the higher base,
     then the smaller id."""
     pool = sorted(items, key=lambda p: (-p[1], p[0].id))
-    features = [_Features(memory) for memory, _ in pool]
+    vocabulary: dict[str, int] = {}
+    features = [_Features(memory, vocabulary) for memory, _ in pool]
     max_sim = [0.0] * len(pool)
     chosen: list[tuple[MemoryCandidate, float, float]] = []
     taken = [False] * len(pool)
@@ -228,6 +236,17 @@ def mmr_select(
         if len(chosen) == min(limit, len(pool)):
             break  # the last pick's similarities would not be used
         picked = features[best_i]
+        if picked.unit is None:  # Jaccard of bit masks, inlined: this loop is MMR's whole cost
+            mask, size = picked.mask, picked.size
+            for i, other in enumerate(features):
+                if not taken[i] and other.unit is None:
+                    common = (mask & other.mask).bit_count()
+                    union = size + other.size - common
+                    if union and common / union > max_sim[i]:
+                        max_sim[i] = common / union
+                elif not taken[i]:
+                    max_sim[i] = max(max_sim[i], picked.similarity(other))
+            continue
         for i in range(len(pool)):
             if not taken[i]:
                 max_sim[i] = max(max_sim[i], picked.similarity(features[i]))

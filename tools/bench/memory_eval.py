@@ -31,10 +31,16 @@ same months) whose turns are 1-3 sentences drawn at random (fixed seed) from the
 conversation of the file, its speakers' names replaced by made-up ones. Real conversational text,
 so full-text and vector statistics look like a real store; none of it can be evidence.
 
-``--tune`` is the held-out check of the one fusion parameter, the RRF constant k: for each
-conversation, k in (10, 30, 60, 100) is chosen by recall@10 on it and reported on the *other*
-conversation. Nothing else is tuned here; every other setting is a textbook default or the
-product default.
+``--tune`` is the held-out check of the two fusion parameters, the RRF constant k and the
+recency weight: for each conversation, (k, recency) in (10, 30, 60, 100) x (0, 0.05, 0.1, 0.2) is
+chosen by recall@10 on it and reported on the *other* conversation (on the padded store when
+``--pad``). Nothing else is tuned here; every other setting is a textbook default or the product
+default.
+
+``--db DIR`` keeps the database in DIR and reuses what an earlier run ingested there (with the
+same window and embedder); the padded store is a tenant of its own (the conversation plus its
+distractors), so ``--padded-only`` iterates on it without re-ingesting. ``--separate`` runs the
+path before the one-statement hybrid read (separate full-text, vector and neighbour reads).
 """
 
 from __future__ import annotations
@@ -74,7 +80,7 @@ KS = (5, 10, 20)
 BUDGET = 2000
 OVERHEAD = 4
 USER = "eval"
-TUNE_GRID = (10, 30, 60, 100)
+TUNE_GRID = tuple((k, r) for k in (10, 30, 60, 100) for r in (0.0, 0.05, 0.1, 0.2))  # (RRF k, recency weight)
 _NAMES = ("Avery", "Blake", "Casey", "Devon", "Emery", "Finley", "Harper", "Jordan", "Kendall", "Logan",
           "Morgan", "Parker", "Quinn", "Reese", "Rowan", "Sawyer", "Skyler", "Taylor")
 
@@ -211,7 +217,7 @@ async def _run(args: argparse.Namespace) -> None:
     embedder = OnnxEmbedder(DEFAULT_MODEL_DIR, int8=args.int8, threads=args.threads)
     with tempfile.TemporaryDirectory(prefix="lumina-memeval-") as tmp:
         t0 = time.perf_counter()
-        pg = start_embedded_postgres(Path(tmp) / "pg", database="memeval")
+        pg = start_embedded_postgres(Path(args.db) if args.db else Path(tmp) / "pg", database="memeval")
         try:
             await upgrade_async(pg.url)
             print(f"embedded postgres ready and migrated in {time.perf_counter() - t0:.1f}s", flush=True)
@@ -224,11 +230,11 @@ async def _run(args: argparse.Namespace) -> None:
             pg.stop()
 
 
-def _weights(args: argparse.Namespace, rrf_k: int | None = None) -> RankingWeights:
+def _weights(args: argparse.Namespace, rrf_k: int | None = None, recency: float | None = None) -> RankingWeights:
     return RankingWeights(
         rrf_k=rrf_k or args.rrf_k,
         graph=args.graph,
-        recency=args.recency,
+        recency=args.recency if recency is None else recency,
         importance=DEFAULT_WEIGHTS.importance,
         edge_kinds=DEFAULT_WEIGHTS.edge_kinds,
         depth=DEFAULT_WEIGHTS.depth,
@@ -263,63 +269,102 @@ async def _dense(store: PgVectorStore, embedder: OnnxEmbedder, tenant: str, conv
     return run
 
 
+def _marker(args: argparse.Namespace, tenant: str) -> Path | None:
+    """With ``--db``: the file that says ``tenant`` was fully ingested with these settings."""
+    if not args.db:
+        return None
+    return Path(args.db) / f"ingested-{tenant}-w{args.window}-{'int8' if args.int8 else 'fp32'}"
+
+
+async def _ingest(
+    ingest: IngestTurns, args: argparse.Namespace, tenant: str, conv: dict[str, Any], extra: list[list[TurnInput]]
+) -> None:
+    """The conversation's turns (in chunks of 64), then the distractor conversations; skipped when
+    ``--db`` already holds them."""
+    marker = _marker(args, tenant)
+    if marker is not None and marker.exists():
+        print(f"{tenant}: reusing the stored memories ({marker})", flush=True)
+        return
+    t0 = time.perf_counter()
+    for start in range(0, len(conv["turns"]), 64):  # one call per chunk of turns
+        await ingest(tenant, USER, conv["id"], conv["turns"][start : start + 64])
+    for i, turns in enumerate(extra):
+        await ingest(tenant, USER, f"pad-{i}", turns)
+    print(
+        f"{tenant}: ingested {len(conv['turns'])} turns + {sum(map(len, extra))} distractor turns "
+        f"in {time.perf_counter() - t0:.1f}s (window {args.window})",
+        flush=True,
+    )
+    if marker is not None:
+        marker.write_text("done\n")
+
+
 async def _evaluate(conversations: list[dict[str, Any]], engine: Any, embedder: OnnxEmbedder, args: argparse.Namespace) -> None:
-    repo = PostgresMemoryRepository(engine, scoring=args.scoring)
-    store = PgVectorStore(engine)
+    repo = PostgresMemoryRepository(engine, scoring=args.scoring, search_collection="memory", ef_search=args.ef_search)
+    store = PgVectorStore(engine, ef_search=args.ef_search)
+    one = None if args.separate or args.scoring != "bm25" else repo  # one statement for both retrievers
     turn_store = await PgVectorStore.open(engine, "memory_eval_turns")
     ingest = IngestTurns(repo, store, embedder, TimeOrderedIds(), window=args.window)
     hybrid: dict[str, Run] = {}
     dense: dict[str, Run] = {}
     padded: dict[str, Run] = {}
-    tuned: dict[str, dict[int, Run]] = {}
+    tuned: dict[str, dict[tuple[int, float], Run]] = {}
     ablations: dict[str, dict[str, Run]] = {}
+    with_facts: dict[str, Run] = {}
     for n, conv in enumerate(conversations):
-        tenant = f"locomo-{conv['id']}"
-        t0 = time.perf_counter()
-        for start in range(0, len(conv["turns"]), 64):  # one call per chunk of turns
-            await ingest(tenant, USER, conv["id"], conv["turns"][start : start + 64])
-        elapsed = time.perf_counter() - t0
-        print(f"{conv['id']}: ingested {len(conv['turns'])} turns in {elapsed:.1f}s (window {args.window})", flush=True)
-        texts = [f"{t.role}: {t.text}" for t in conv["turns"]]
-        vectors = await embedder.embed(texts)
-        await turn_store.upsert(
-            tenant,
-            [
-                VectorRecord(f"{tenant}-{t.source_id}", tenant, tuple(v), {"user_id": USER}, text)
-                for t, v, text in zip(conv["turns"], vectors, texts, strict=True)
-            ],
-        )
         now = max(t.at for t in conv["turns"]) + 86400
         clock = FixedClock(now)
 
-        def searcher(rrf_k: int | None = None, clock: FixedClock = clock) -> SearchMemory:
+        def searcher(
+            rrf_k: int | None = None, recency: float | None = None, clock: FixedClock = clock
+        ) -> SearchMemory:
             return SearchMemory(
-                repo, store, embedder, clock, weights=_weights(args, rrf_k), candidates=args.candidates, window=args.window
+                repo, store, embedder, clock, weights=_weights(args, rrf_k, recency), candidates=args.candidates,
+                window=args.window, hybrid=one,
             )
 
-        hybrid[conv["id"]] = await _ask(searcher(), tenant, conv)
-        dense[conv["id"]] = await _dense(turn_store, embedder, tenant, conv)
-        if args.tune:
-            tuned[conv["id"]] = {k: await _ask(searcher(k), tenant, conv) for k in TUNE_GRID}
-        if args.ablations:
-            for name, search in _ablations(args, engine, store, embedder, clock).items():
-                ablations.setdefault(name, {})[conv["id"]] = await _ask(search, tenant, conv)
+        # The padded store is a tenant of its own (the conversation plus distractors), so that one
+        # kept database (--db) serves both measurements.
+        tenant = f"locomo-{conv['id']}"
+        if not args.padded_only:
+            await _ingest(ingest, args, tenant, conv, [])
+            texts = [f"{t.role}: {t.text}" for t in conv["turns"]]
+            vectors = await embedder.embed(texts)
+            await turn_store.upsert(
+                tenant,
+                [
+                    VectorRecord(f"{tenant}-{t.source_id}", tenant, tuple(v), {"user_id": USER}, text)
+                    for t, v, text in zip(conv["turns"], vectors, texts, strict=True)
+                ],
+            )
+            hybrid[conv["id"]] = await _ask(searcher(), tenant, conv)
+            dense[conv["id"]] = await _dense(turn_store, embedder, tenant, conv)
+        if args.facts:  # a tenant of its own: the turns plus consolidation's facts as retrieval units
+            with_facts[conv["id"]] = await _with_facts(engine, store, embedder, ingest, args, conv, searcher(), clock)
         if args.pad:
+            tenant = f"locomo-{conv['id']}-pad{args.pad}"
             other = conversations[(n + 1) % len(conversations)]
             first = min(t.at for t in conv["turns"])
             extra = distractors(other, max(0, args.pad - len(conv["turns"])), first, now - 86400)
-            t0 = time.perf_counter()
-            for i, turns in enumerate(extra):
-                await ingest(tenant, USER, f"pad-{i}", turns)
-            print(
-                f"{conv['id']}: padded with {sum(map(len, extra))} distractor turns (sentences of {other['id']}) "
-                f"in {time.perf_counter() - t0:.1f}s",
-                flush=True,
-            )
+            await _ingest(ingest, args, tenant, conv, extra)
             padded[conv["id"]] = await _ask(searcher(), tenant, conv)
+        # --tune and --ablations run on the padded store when there is one.
+        if args.tune:
+            tuned[conv["id"]] = {(k, r): await _ask(searcher(k, r), tenant, conv) for k, r in TUNE_GRID}
+        if args.ablations:
+            for name, search in _ablations(args, engine, store, embedder, clock).items():
+                ablations.setdefault(name, {})[conv["id"]] = await _ask(search, tenant, conv)
     _report(conversations, hybrid, dense, padded, tuned, args)
+    if with_facts:
+        print(_header())
+        for cid, run in with_facts.items():
+            print(_row(f"  hybrid+facts {cid}", run))
+        total = Run()
+        for run in with_facts.values():
+            total = total.merge(run)
+        print(_row("hybrid + facts", total))
     if ablations:
-        print("\nablations (same store, one change each):")
+        print(f"\nablations (same store{', padded' if args.pad else ''}, one change each):")
         print(_header())
         for name, runs in ablations.items():
             total = Run()
@@ -328,19 +373,68 @@ async def _evaluate(conversations: list[dict[str, Any]], engine: Any, embedder: 
             print(_row(name, total))
 
 
+async def _with_facts(
+    engine: Any, store: PgVectorStore, embedder: OnnxEmbedder, ingest: IngestTurns, args: argparse.Namespace,
+    conv: dict[str, Any], search: SearchMemory, clock: FixedClock,
+) -> Run:
+    """``--facts``: the conversation in a tenant of its own, consolidated for facts only (no merges,
+    no summaries: ``ConsolidationPolicy`` with an unreachable threshold and summary size), then
+    asked like the hybrid. A fact covers the turns it was derived from (the dataset README counts
+    "a memory derived from" an evidence turn)."""
+    from adapters.onnx import CachedEmbedder, MemoryEmbeddingCache
+    from adapters.postgres.memory_store import PostgresMemoryStore
+    from application.memory.consolidate import ConsolidateMemory, ConsolidationPolicy
+
+    tenant = f"locomo-{conv['id']}-facts"
+    await _ingest(ingest, args, tenant, conv, [])
+    facts_store = PostgresMemoryStore(engine)
+    policy = ConsolidationPolicy(duplicate_threshold=1.0, summary_min_turns=10**6)
+    consolidate = ConsolidateMemory(
+        facts_store, store, CachedEmbedder(embedder, MemoryEmbeddingCache(20_000)), TimeOrderedIds(), clock, policy=policy,
+        reindex=ingest.reindex,
+    )
+    t0 = time.perf_counter()
+    report = await consolidate(tenant, USER)
+    fact_ids = [o.memory_id for o in report.outcomes if o.kind == "fact" and o.op in ("add", "update") and o.memory_id]
+    edges = await facts_store.edges_touching(tenant, fact_ids, ["derived_from"])
+    turns = {m.id: m.source_id or "" for m in await facts_store.get_many(tenant, {e.target for e in edges})}
+    derived: dict[str, set[str]] = {}
+    for e in edges:
+        derived.setdefault(e.source, set()).add(turns.get(e.target, ""))
+    print(f"{tenant}: {len(fact_ids)} facts from {report.turns} turns in {time.perf_counter() - t0:.1f}s", flush=True)
+    run = Run()
+    shown = 0
+    for question, evidence, category in conv["questions"]:
+        t = time.perf_counter()
+        response = await search(tenant, USER, question, k=max(KS), token_budget=10**9)
+        seconds = time.perf_counter() - t
+        covered = [
+            {x.source_id or "" for x in (r, *r.before, *r.after)} | {d for x in (r, *r.before, *r.after) for d in derived.get(x.id, ())}
+            for r in response.results
+        ]
+        shown += sum(1 for r in response.results[:10] if r.id in derived)
+        run.add(covered, [approximate_tokens(r.passage) for r in response.results], evidence, category, seconds)
+    print(f"{tenant}: facts among the top 10 results: {shown} over {len(conv['questions'])} questions", flush=True)
+    return run
+
+
 def _ablations(
     args: argparse.Namespace, engine: Any, store: PgVectorStore, embedder: OnnxEmbedder, clock: FixedClock
 ) -> dict[str, SearchMemory]:
     """One setting changed at a time against the run's settings (same ingested store)."""
 
-    def search(repo: PostgresMemoryRepository | None = None, **changes: Any) -> SearchMemory:
+    def search(repo: PostgresMemoryRepository | None = None, one: bool = True, **changes: Any) -> SearchMemory:
         weights = msgspec.structs.replace(_weights(args), **changes)
-        repo = repo or PostgresMemoryRepository(engine, scoring=args.scoring)
-        return SearchMemory(repo, store, embedder, clock, weights=weights, candidates=args.candidates, window=args.window)
+        repo = repo or PostgresMemoryRepository(engine, scoring=args.scoring, search_collection="memory")
+        return SearchMemory(
+            repo, store, embedder, clock, weights=weights, candidates=args.candidates, window=args.window,
+            hybrid=repo if one and args.scoring == "bm25" else None,
+        )
 
     return {
-        "full-text ts_rank": search(PostgresMemoryRepository(engine, scoring="ts_rank")),
-        "BM25 no common cut": search(PostgresMemoryRepository(engine, cutoff=1.0)),
+        "full-text ts_rank": search(PostgresMemoryRepository(engine, scoring="ts_rank"), one=False),
+        "BM25 no common cut": search(PostgresMemoryRepository(engine, cutoff=1.0, search_collection="memory")),
+        "HNSW ef_search = k": search(PostgresMemoryRepository(engine, search_collection="memory", ef_per_result=1)),
         "no MMR (lambda 1)": search(mmr_lambda=1.0),
         "no recency/importance": search(recency=0.0, importance=0.0),
         "+ follows graph 0.3": search(graph=0.3),
@@ -352,7 +446,7 @@ def _report(
     hybrid: dict[str, Run],
     dense: dict[str, Run],
     padded: dict[str, Run],
-    tuned: dict[str, dict[int, Run]],
+    tuned: dict[str, dict[tuple[int, float], Run]],
     args: argparse.Namespace,
 ) -> None:
     ids = [c["id"] for c in conversations]
@@ -366,40 +460,46 @@ def _report(
     questions = sum(len(c["questions"]) for c in conversations)
     settings = (
         f"window {args.window}, scoring {args.scoring}, rrf k {args.rrf_k}, graph {args.graph}, "
-        f"recency {args.recency}, mmr {args.mmr}, candidates {args.candidates}, "
-        f"embedder {'int8' if args.int8 else 'fp32'}"
+        f"recency {args.recency}, mmr {args.mmr}, candidates {args.candidates}, ef_search {args.ef_search}, "
+        f"embedder {'int8' if args.int8 else 'fp32'}, {'separate reads' if args.separate else 'one statement'}"
     )
     print(f"\n{questions} questions (categories 1-4 with evidence), {len(ids)} conversations; {settings}")
     print("tokens: whitespace approximation, ceil(words * 4 / 3), of what the results show")
     print(_header())
-    print(_row("hybrid", total(hybrid)))
-    for cid in ids:
-        print(_row(f"  hybrid {cid}", hybrid[cid]))
-    print(_row("dense (single turns)", total(dense)))
-    for cid in ids:
-        print(_row(f"  dense {cid}", dense[cid]))
+    if hybrid:
+        print(_row("hybrid", total(hybrid)))
+        for cid in ids:
+            print(_row(f"  hybrid {cid}", hybrid[cid]))
+        print(_row("dense (single turns)", total(dense)))
+        for cid in ids:
+            print(_row(f"  dense {cid}", dense[cid]))
     if padded:
         print(_row(f"hybrid, padded {args.pad}", total(padded)))
         for cid in ids:
             print(_row(f"  padded {cid}", padded[cid]))
-    run = total(hybrid)
+    run = total(hybrid or padded)
     by_category: dict[int, list[bool]] = {}
     for category, hit in zip(run.categories, run.hits[10], strict=True):
         by_category.setdefault(category, []).append(hit)
-    print("hybrid recall@10 by category: " + ", ".join(
+    print(f"{'hybrid' if hybrid else 'padded'} recall@10 by category: " + ", ".join(
         f"{c}: {statistics.fmean(v):.3f} (n={len(v)})" for c, v in sorted(by_category.items())
     ))
     if tuned:
-        print("\nheld-out RRF k (chosen by recall@10 on one conversation, reported on the other):")
+        where = " (padded store)" if args.pad else ""
+        print(f"\nheld-out RRF k and recency weight{where} (chosen by recall@10 on one conversation, "
+              "ties to the product defaults k=60, recency=0.2; reported on the other):")
         for dev in ids:
-            grid = ", ".join(f"k={k}: {r.recall(10):.3f}" for k, r in tuned[dev].items())
-            best = max(TUNE_GRID, key=lambda k: (tuned[dev][k].recall(10), -abs(k - 60)))
+            grid = ", ".join(f"{k}/{r}: {run.recall(10):.3f}" for (k, r), run in tuned[dev].items())
+            print(f"  on {dev}, R@10 by k/recency: {grid}")
+            best = max(TUNE_GRID, key=lambda p: (tuned[dev][p].recall(10), -abs(p[0] - 60), -abs(p[1] - 0.2)))
             for test in (i for i in ids if i != dev):
-                held = tuned[test][best]
-                print(f"  tune on {dev} ({grid}) -> k={best}; on {test}: "
-                      f"R@5 {held.recall(5):.3f} R@10 {held.recall(10):.3f} R@20 {held.recall(20):.3f}")
+                held, default = tuned[test][best], tuned[test][(60, 0.2)]
+                print(f"  tune on {dev} -> k={best[0]}, recency={best[1]}; on {test}: "
+                      f"R@5 {held.recall(5):.3f} R@10 {held.recall(10):.3f} R@20 {held.recall(20):.3f} "
+                      f"(defaults: R@10 {default.recall(10):.3f})")
             both = total({cid: tuned[cid][best] for cid in ids})
-            print(f"    k={best} on both: R@5 {both.recall(5):.3f} R@10 {both.recall(10):.3f} R@20 {both.recall(20):.3f}")
+            print(f"    k={best[0]}, recency={best[1]} on both: R@5 {both.recall(5):.3f} R@10 {both.recall(10):.3f} "
+                  f"R@20 {both.recall(20):.3f}")
 
 
 def main() -> None:
@@ -415,8 +515,14 @@ def main() -> None:
     parser.add_argument("--recency", type=float, default=DEFAULT_WEIGHTS.recency)
     parser.add_argument("--mmr", type=float, default=DEFAULT_WEIGHTS.mmr_lambda, help="MMR lambda (1: no MMR)")
     parser.add_argument("--pad", type=int, default=0, help="pad each user to this many memories with distractors")
+    parser.add_argument("--separate", action="store_true",
+                        help="full-text, vector and neighbour reads as separate calls (the path before the one-statement hybrid)")
+    parser.add_argument("--ef-search", type=int, default=40, help="HNSW ef_search (at least the list depth)")
+    parser.add_argument("--db", default=None, help="keep the database in this directory and reuse what it holds")
+    parser.add_argument("--padded-only", action="store_true", help="with --pad: skip the unpadded measurements")
     parser.add_argument("--tune", action="store_true", help="held-out choice of the RRF k")
     parser.add_argument("--ablations", action="store_true", help="one setting changed at a time, same store")
+    parser.add_argument("--facts", action="store_true", help="also: consolidation's extracted facts as retrieval units")
     asyncio.run(_run(parser.parse_args()))
 
 

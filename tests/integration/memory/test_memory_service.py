@@ -13,12 +13,17 @@ from dataclasses import dataclass
 import grpc
 import httpx
 import pytest
+import sqlalchemy as sa
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from adapters.events_codec import decode_event
 from api.auth import StaticAuthenticator
 from api.bootstrap import Backend, build_backend
 from api.settings import load_settings
+from domain.chat import ChatMessage, ChatRequest
+from domain.chat import Role as Role_
+from domain.events import AuthenticationAudited
 from domain.identity import Principal, PrincipalKind, Role
 from lumina.v1 import memory_pb2 as pb
 from lumina.v1 import memory_pb2_grpc
@@ -325,25 +330,116 @@ async def test_rest_bad_input_is_problem_json(api: Api) -> None:
 
 
 async def test_redis_read_cache_answers_repeated_searches_and_forgets_on_write(database_url: str, redis_url: str) -> None:
-    from adapters.vectorstores.cache import CachedVectorStore
+    from adapters.vectorstores.cache import CachedHybridSearch, CachedVectorStore
 
     tenant = f"tr-{uuid.uuid4().hex[:8]}"
     settings = load_settings({}, database_url=database_url, redis_url=redis_url, tenant_id="memcache")
     backend = build_backend(settings, providers=[], authenticator=StaticAuthenticator({"t": _principal(tenant, "alice")}))
     await backend.start(grpc_port=0, http_port=0)
     try:
-        vectors = backend.memory.vectors
-        assert isinstance(vectors, CachedVectorStore)
+        assert isinstance(backend.memory.vectors, CachedVectorStore)
+        cache = backend.memory.search_cache  # the one-statement search's cache, under the same generations
+        assert isinstance(cache, CachedHybridSearch)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{backend.grpc_port}") as channel:
             stub = memory_pb2_grpc.MemoryServiceStub(channel)
             await stub.AddMemory(pb.AddMemoryRequest(text="I keep bees on the roof."), metadata=auth("t"))
             query = pb.SearchMemoriesRequest(query="honey bees hive")
             first = await stub.SearchMemories(query, metadata=auth("t"))
-            hits = vectors.stats.hits
+            hits = cache.stats.hits
             second = await stub.SearchMemories(query, metadata=auth("t"))
-            assert vectors.stats.hits == hits + 1 and [h.memory.id for h in second.hits] == [h.memory.id for h in first.hits]
+            assert cache.stats.hits == hits + 1 and [h.memory.id for h in second.hits] == [h.memory.id for h in first.hits]
+            async with backend.engine.begin() as conn:  # a change without a vector write (as consolidation makes)
+                await conn.execute(sa.text("UPDATE memories SET text = text || ' (edited)' WHERE tenant_id = :t"), {"t": tenant})
+            fresh = await stub.SearchMemories(query, metadata=auth("t"))
+            assert cache.stats.hits == hits + 2  # still the cached hit lists, and the rows as they are now
+            assert fresh.hits and all(h.memory.text.endswith("(edited)") for h in fresh.hits)
             added = await stub.AddMemory(pb.AddMemoryRequest(text="The bees made honey in the hive."), metadata=auth("t"))
+            misses = cache.stats.misses
             third = await stub.SearchMemories(query, metadata=auth("t"))
+            assert cache.stats.misses == misses + 1  # the write moved the tenant's generation on
             assert added.memory.id in {i for h in third.hits for i in (h.memory.id, *h.context_ids)}
     finally:
         await backend.stop()
+
+
+async def _tenant_rows(api: Api) -> None:
+    """The tenants exist (the switch lives on their row; credentials alone do not make one)."""
+    async with api.backend.engine.begin() as conn:  # type: ignore[union-attr]
+        for tenant in (api.tenant_a, api.tenant_b):
+            await conn.execute(sa.text("INSERT INTO tenants (id, name, created_at) VALUES (:t, :t, now())"), {"t": tenant})
+
+
+async def _audits(api: Api, tenant: str) -> list[AuthenticationAudited]:
+    async with api.backend.engine.connect() as conn:  # type: ignore[union-attr]
+        rows = (await conn.execute(
+            sa.text("SELECT payload FROM outbox WHERE subject LIKE :s ORDER BY id"), {"s": f"lumina.{tenant}.%"}
+        )).scalars().all()
+    events = [decode_event(bytes(p)) for p in rows]
+    return [e for e in events if isinstance(e, AuthenticationAudited) and e.method == "tenant_policy"]
+
+
+async def _recall_note(api: Api, principal: Principal) -> str:
+    hook = api.backend.memory_hook
+    request = ChatRequest(messages=(ChatMessage(Role_.USER, "what is my puppy called?"),), model="m")
+    prepared = await hook.prepare(principal, request)
+    return prepared.notes.get("memory_skipped", "recalled")
+
+
+async def test_tenant_memory_switch_over_grpc(api: Api) -> None:
+    await _tenant_rows(api)
+    alice = _principal(api.tenant_a, "alice")
+    got = await api.stub.GetTenantMemory(pb.GetTenantMemoryRequest(), metadata=auth("alice"))
+    assert got.enabled and got.cache_seconds == 30
+    assert await _recall_note(api, alice) != "off_tenant"  # the chat hook has now cached "on"
+
+    with pytest.raises(grpc.aio.AioRpcError) as denied:  # a member may read it, not set it
+        await api.stub.SetTenantMemory(pb.SetTenantMemoryRequest(enabled=False), metadata=auth("alice"))
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert (await api.stub.GetTenantMemory(pb.GetTenantMemoryRequest(), metadata=auth("alice"))).enabled
+    assert await _audits(api, api.tenant_a) == []
+
+    off = await api.stub.SetTenantMemory(pb.SetTenantMemoryRequest(enabled=False), metadata=auth("admin-a"))
+    assert (off.enabled, off.changed, off.cache_seconds) == (False, True, 30)
+    assert not (await api.stub.GetTenantMemory(pb.GetTenantMemoryRequest(), metadata=auth("carol"))).enabled
+    # this replica honours the flip at once (its cached "on" was dropped), not 30 s later
+    assert await _recall_note(api, alice) == "off_tenant"
+    (audit,) = await _audits(api, api.tenant_a)
+    assert (audit.user_id, audit.outcome, audit.reason) == ("root", "changed", "memory_enabled=off")
+
+    again = await api.stub.SetTenantMemory(pb.SetTenantMemoryRequest(enabled=False), metadata=auth("admin-a"))
+    assert (again.enabled, again.changed) == (False, False)
+    assert len(await _audits(api, api.tenant_a)) == 1  # nothing changed, nothing audited
+    # the other tenant is untouched
+    assert (await api.stub.GetTenantMemory(pb.GetTenantMemoryRequest(), metadata=auth("bob"))).enabled
+    assert await _recall_note(api, _principal(api.tenant_b, "bob")) != "off_tenant"
+
+    on = await api.stub.SetTenantMemory(pb.SetTenantMemoryRequest(enabled=True), metadata=auth("admin-a"))
+    assert (on.enabled, on.changed) == (True, True)
+    assert await _recall_note(api, alice) != "off_tenant"
+
+
+async def test_tenant_memory_switch_over_rest(api: Api) -> None:
+    await _tenant_rows(api)
+    r = await api.http.put("/v1/memory/tenant", json={"enabled": False}, headers=bearer("carol"))
+    assert r.status_code == 403, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    r = await api.http.put("/v1/memory/tenant", json={"enabled": "no"}, headers=bearer("admin-b"))
+    assert r.status_code in (400, 422), r.text
+    r = await api.http.put("/v1/memory/tenant", json={"enabled": False, "tenant": "x"}, headers=bearer("admin-b"))
+    assert r.status_code == 400, r.text  # unknown field: no request names a tenant
+    r = await api.http.put("/v1/memory/tenant", json={"enabled": False}, headers=bearer("admin-b"))
+    assert r.status_code == 200 and r.json() == {"enabled": False, "changed": True, "cache_seconds": 30.0}
+    r = await api.http.get("/v1/memory/tenant", headers=bearer("bob"))
+    assert r.status_code == 200 and r.json()["enabled"] is False
+    assert (await api.http.get("/v1/memory/tenant", headers=bearer("alice"))).json()["enabled"] is True
+    assert await _recall_note(api, _principal(api.tenant_b, "bob")) == "off_tenant"
+    (audit,) = await _audits(api, api.tenant_b)
+    assert (audit.user_id, audit.reason) == ("boss", "memory_enabled=off")
+
+
+async def test_tenant_memory_switch_needs_a_tenant(api: Api) -> None:
+    """A tenant known only to its credentials has the default (on) and cannot be switched."""
+    assert (await api.stub.GetTenantMemory(pb.GetTenantMemoryRequest(), metadata=auth("admin-a"))).enabled
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await api.stub.SetTenantMemory(pb.SetTenantMemoryRequest(enabled=False), metadata=auth("admin-a"))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND

@@ -159,3 +159,41 @@ def test_mmr_only_reorders_the_head_of_the_list() -> None:
     w = RankingWeights(graph=0.0, recency=0.0, importance=0.0, mmr_lambda=0.5)
     assert [r.id for r in rank(cands, order, [], NOW, weights=w, limit=2)] == ["d0", "d1"]
     assert [r.id for r in rank(cands, order, [], NOW, weights=w, limit=4)][:2] == ["d0", "z"]
+
+
+def _naive_mmr(items, lam, limit):  # type: ignore[no-untyped-def]
+    """MMR as the module docstring states it, with set-algebra Jaccard and no shortcuts."""
+    from domain.memory.ranking import _similarity
+
+    pool = sorted(items, key=lambda p: (-p[1], p[0].id))
+    chosen: list = []
+    while len(chosen) < min(limit, len(pool)):
+        best = None
+        for memory, base in pool:
+            if any(memory.id == c[0].id for c in chosen):
+                continue
+            sim = max((_similarity(memory, c[0]) for c in chosen), default=0.0)
+            value = lam * base - (1 - lam) * sim
+            if best is None or value > best[0]:
+                best = (value, memory, base, (1 - lam) * sim)
+        assert best is not None
+        chosen.append((best[1], best[2], best[3]))
+    return chosen
+
+
+def test_mmr_with_bit_mask_jaccard_picks_what_set_algebra_picks() -> None:
+    import random
+
+    from domain.memory.ranking import MemoryCandidate, mmr_select
+
+    rng = random.Random(3)
+    words = [f"w{i}" for i in range(40)]
+    for _ in range(30):
+        items = []
+        for n in range(rng.randint(1, 25)):
+            text = " ".join(rng.sample(words, rng.randint(0, 8)))
+            vector = tuple(rng.uniform(-1, 1) for _ in range(4)) if rng.random() < 0.3 else None
+            items.append((MemoryCandidate(f"m{n:02d}", text, Tier.EPISODIC, 0.0, vector=vector), rng.random()))
+        lam, limit = rng.choice([0.3, 0.7, 1.0]), rng.randint(0, 12)
+        got = [(m.id, base, pytest.approx(p)) for m, base, p in mmr_select(items, lam, limit)]
+        assert got == [(m.id, base, p) for m, base, p in _naive_mmr(items, lam, limit)]
