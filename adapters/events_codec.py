@@ -7,7 +7,7 @@ raises ``EventDecodeError`` (a ``ValueError``) on bytes that are not an envelope
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 
 import msgspec
 from google.protobuf.message import DecodeError
@@ -26,6 +26,7 @@ class EventDecodeError(ValueError):
 # Each event's msgspec tag names its field in the envelope's ``payload`` oneof, and the event's own
 # fields (all but the envelope's event_id, tenant_id, occurred_at) are that message's fields, by name:
 # a new event needs its Struct and its proto message, nothing here.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ENVELOPE_FIELDS = frozenset({"event_id", "tenant_id", "occurred_at"})
 _EVENTS: dict[str, tuple[type[DomainEvent], tuple[str, ...]]] = {}
 for _cls in DomainEvent.__args__:  # type: ignore[attr-defined]
@@ -46,7 +47,10 @@ def encode_event(event: DomainEvent, headers: dict[str, str] | None = None) -> O
         aggregate_id=event.aggregate_id,
         event_type=event.event_type,
     )
-    envelope.occurred_at.FromDatetime(event.occurred_at)
+    at = event.occurred_at if event.occurred_at.tzinfo is not None else event.occurred_at.replace(tzinfo=UTC)
+    since = at - _EPOCH  # Timestamp.FromDatetime's arithmetic, without its pure-Python detour
+    envelope.occurred_at.seconds = since.days * 86_400 + since.seconds
+    envelope.occurred_at.nanos = since.microseconds * 1_000
     tag = type(event).__struct_config__.tag
     _, fields = _EVENTS[tag]
     body = getattr(envelope, tag)

@@ -17,15 +17,30 @@ class SystemClock:
         return time.monotonic()
 
 
-class TimeOrderedIds:
-    """26-character, lexicographically time-ordered ids (ULID layout: 48-bit ms time + 80 random bits)."""
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+_PAIRS = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
 
-    _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+
+class TimeOrderedIds:
+    """26-character, lexicographically time-ordered ids (ULID layout: 48-bit ms time + 80 random bits).
+
+    Crockford base32, two characters (10 bits) per table lookup; the random bits come from
+    ``os.urandom`` read 4 KiB at a time (one system call per ~400 ids instead of one per id)."""
+
+    _PAIRS = _PAIRS  # index: 10 bits, high 5 first
+    _SHIFTS = tuple(range(120, -1, -10))  # 13 pairs: the 130-bit value's top two bits are zero
+    _BATCH = 4096
+
+    def __init__(self) -> None:
+        self._random = b""
+        self._at = 0
+        self._pid = 0
 
     def new_id(self) -> str:
-        value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-        out = []
-        for _ in range(26):
-            out.append(self._ALPHABET[value & 31])
-            value >>= 5
-        return "".join(reversed(out))
+        at = self._at
+        if at + 10 > len(self._random) or self._pid != os.getpid():  # a forked child reads its own bytes
+            self._random, at, self._pid = os.urandom(self._BATCH), 0, os.getpid()
+        self._at = at + 10
+        value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(self._random[at : at + 10], "big")
+        pairs = self._PAIRS
+        return "".join([pairs[(value >> shift) & 1023] for shift in self._SHIFTS])

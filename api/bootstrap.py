@@ -129,10 +129,13 @@ def _sim_capabilities(window: int) -> ModelCapabilities:
     )
 
 
-def bind_socket(host: str, port: int, what: str) -> socket.socket:
-    """Bind a listening TCP socket, or fail with one line naming the port."""
+def bind_socket(host: str, port: int, what: str, *, reuse_port: bool = False) -> socket.socket:
+    """Bind a listening TCP socket, or fail with one line naming the port. ``reuse_port``: other
+    processes of this user that also set SO_REUSEPORT may bind the same port (backend processes)."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -210,7 +213,8 @@ class Backend:
             await self._open_memory()
         grpc_port = s.grpc_port if grpc_port is None else grpc_port
         http_port = s.http_port if http_port is None else http_port
-        http_sock = bind_socket(s.host, http_port, "HTTP")
+        shared = s.backend_processes > 1  # sibling backend processes listen on the same ports
+        http_sock = bind_socket(s.host, http_port, "HTTP", reuse_port=shared)
         self.http_port = http_sock.getsockname()[1]
         chat = ChatServicer(stream=self.stream_chat, complete=self.complete_chat)
         assert self.authenticator is not None, "build_backend always sets an authenticator"
@@ -222,7 +226,7 @@ class Backend:
         try:
             self._grpc, self._health, self.grpc_port = build_grpc_server(
                 f"{s.host}:{grpc_port}", chat=chat, metrics=self.metrics, authenticator=self.authenticator,
-                auth=auth_servicer,
+                auth=auth_servicer, reuse_port=shared,
             )
         except (OSError, RuntimeError):
             http_sock.close()
@@ -239,6 +243,7 @@ class Backend:
             from api.grpc.budget import add_budget_services
 
             add_budget_services(self._grpc, *self.budgets.servicers())
+            await self.budgets.start()  # settled spend an earlier process left in the journal, then periodically
         await self._grpc.start()
         await mark_serving(self._health, True)
         app = create_rest_app(
@@ -264,6 +269,12 @@ class Backend:
                 ready=ready,
             ), name="registry"))
             await asyncio.wait_for(ready.wait(), 10)
+        if self.memory_hook is not None and self._bus is not None:  # tenant memory switches made on other replicas
+            from api.memory import follow_tenant_switches
+
+            self._tasks.append(asyncio.create_task(follow_tenant_switches(
+                self.memory_hook, self._bus.js, self._stop, stream=self._bus.stream,
+            ), name="memory-tenant-switches"))
         config = uvicorn.Config(app, loop="none", lifespan="on", log_config=None, access_log=False, proxy_headers=False,  # api.auth.TrustedProxies decides
                                 timeout_graceful_shutdown=5)
         self._http = _QuietServer(config)
@@ -284,6 +295,7 @@ class Backend:
         self.memory = await open_memory(
             self.settings, self.engine, self.memory_embedder, clock=self.clock, ids=self.ids, uow=self.uow,
             catalog=self.catalog, providers=self.providers, chat_hook=self.memory_hook,
+            budgets=self.budgets.guard if self.budgets is not None else None,  # memory's provider calls are charged too
         )
 
     async def stop(self) -> None:
@@ -349,7 +361,7 @@ def build_backend(
             raise ValueError("LUMINA_DATABASE_URL is not set (`lumina up` sets it for the embedded database)")
         engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
         uow = SqlAlchemyUnitOfWorkFactory(engine)
-        settlements = PostgresSettlements(engine)
+        settlements = PostgresSettlements(engine, synchronous_commit=settings.usage_commit == "durable")
     pool = ProviderPool()
     specs, models, keys = default_registry(settings)
     chosen_seed = (specs, models) if seed is True else (seed or None)
@@ -362,7 +374,7 @@ def build_backend(
 
         registry = build_registry(
             uow=uow, catalog=catalog, clock=clock, ids=ids, tenant_id=settings.tenant_id,  # type: ignore[arg-type]
-            data_dir=settings.data_path, metrics=metrics,
+            data_dir=settings.data_path, metrics=metrics, connect_timeout=settings.routing.timeouts.connect_s,
         )
         source: Any = registry.providers
     else:

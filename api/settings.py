@@ -59,6 +59,14 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     traces: Literal["none", "console", "memory"] = "none"
     default_model: str = ""
     db_pool_size: int = 10
+    # Backend processes `lumina up` starts (`lumina serve` each, sharing the gRPC and HTTP ports through
+    # SO_REUSEPORT; the kernel spreads connections over them). One process uses one core: set it to
+    # the cores the backend may use (docs/operations.md "Backend processes").
+    backend_processes: int = 1
+    # Usage rows and their events (what a response waits for): "durable" commits wait for the WAL
+    # flush; "fast" does not (synchronous_commit = off on that one connection: ~1 ms less per request
+    # here, and a crash of the database server, not of Lumina, can lose the last ~0.6 s of usage rows).
+    usage_commit: Literal["durable", "fast"] = "durable"
     outbox_poll_interval: float = 0.5
     openai_api_key: str | None = None
     openai_base_url: str | None = None
@@ -102,12 +110,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     memory_enabled: bool = True
     # "local" (all-MiniLM-L6-v2 on onnxruntime, fp32), "local-int8", or "provider:<model>" (a
     # model of the registry, embedded through its provider)
-    memory_embedder: str = "local"
+    memory_embedder: str = "local-int8"  # docs/memory.md: recall holds, the query embeds ~2x faster
     memory_model_dir: str | None = None  # the local model's directory; None = build/models/all-MiniLM-L6-v2
     memory_embedding_dimensions: int | None = None  # provider embedders: ask for this size (None = the model's)
     memory_vector_store: Literal["pgvector"] = "pgvector"
     memory_cache_seconds: int = 300  # the Redis read cache of vector queries (when redis_url is set)
     memory_summary_model: str = ""  # session summaries through this model; '' = extractive
+    memory_extraction_model: str = ""  # consolidation's fact extraction through this model (JSON); '' = rules
     memory_consolidation_interval: float = 3600.0  # the worker's consolidation sweep; 0 = events only
     # in the chat path (docs/memory.md "In the chat path"): at most this many tokens of memories
     # per request, found within this time (else the request goes on without them)
@@ -139,6 +148,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 raise SettingsError(f"{env_name('trusted_proxies')}: {entry!r} is not an IP address or CIDR network")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9:._-]{0,63}", self.redis_namespace):
             raise SettingsError(f"{env_name('redis_namespace')}: expected 1 to 64 letters, digits, ':', '.', '_' or '-'")
+        if not 1 <= self.backend_processes <= 64:
+            raise SettingsError(f"{env_name('backend_processes')}: expected 1 to 64 processes")
         if self.api_key_cache_seconds < 0:
             raise SettingsError(f"{env_name('api_key_cache_seconds')}: expected 0 or more seconds")
         if self.memory_embedder not in ("local", "local-int8") and not re.fullmatch(r"provider:\S+", self.memory_embedder):

@@ -58,6 +58,24 @@ def _http_ok(url: str) -> Callable[[], bool]:
     return check
 
 
+def _logged(path: Path, text: str) -> Callable[[], bool]:
+    """True once ``text`` appears in the log after its present end (logs are appended to across runs)."""
+    try:
+        start = path.stat().st_size
+    except OSError:
+        start = 0
+
+    def check() -> bool:
+        try:
+            with path.open("rb") as log:
+                log.seek(start)
+                return text.encode() in log.read()
+        except OSError:
+            return False
+
+    return check
+
+
 def _grpc_serving(target: str) -> Callable[[], bool]:
     def check() -> bool:
         import grpc
@@ -152,6 +170,13 @@ def up(settings: Settings) -> int:
         backend = spawn("backend", [py, "-m", "api.cli", "serve"])
         checks.append((backend, _http_ok(f"http://{host}:{settings.http_port}/readyz")))
         checks.append((backend, _grpc_serving(f"{host}:{settings.grpc_port}")))
+        for child, check in checks:  # the first backend seeds the registry before its siblings start
+            _wait_ready(child, check, stop, children)
+        checks.clear()
+        for n in range(2, settings.backend_processes + 1):  # siblings on the same ports (SO_REUSEPORT)
+            sibling_log = logs / f"backend-{n}.log"
+            listening = _logged(sibling_log, "backend listening")
+            checks.append((spawn(f"backend-{n}", [py, "-m", "api.cli", "serve"]), listening))
         spawn("worker", [py, "-m", "api.cli", "worker"])
         web = spawn("web", [py, "-m", "api.cli", "web"])
         checks.append((web, _http_ok(f"http://{host}:{settings.web_port}/healthz")))
@@ -161,6 +186,8 @@ def up(settings: Settings) -> int:
         _assert_alive(children)
         _say(f"gRPC:        {host}:{settings.grpc_port}  (lumina.v1.ChatService, AuthService, health, reflection)")
         _say(f"REST:        http://{host}:{settings.http_port}  (/v1/chat/completions, /v1/auth, /healthz, /readyz, /metrics)")
+        if settings.backend_processes > 1:
+            _say(f"backend:     {settings.backend_processes} processes sharing both ports")
         _say(f"console:     http://{host}:{settings.web_port}/chat")
         if simulated:
             _say(f"provider:    simulated (tools/provider_sim on http://{host}:{settings.sim_port}/v1); set OPENAI_API_KEY for real ones")

@@ -1,7 +1,13 @@
 """One dedicated connection for a group-commit writer: each batch is a single statement executed on
 the driver's connection in autocommit mode, outside SQLAlchemy's implicit transaction, so it has
 committed when ``execute`` returns. A failed or interrupted statement may leave the connection
-unusable, so it is thrown away and the next batch opens a new one."""
+unusable, so it is thrown away and the next batch opens a new one.
+
+``synchronous_commit=False``: the connection's commits return once their WAL is written, without
+waiting for it to be flushed to disk (PostgreSQL's ``synchronous_commit = off``). Nothing becomes
+inconsistent; a crash of the database server (not of this process) can lose the last commits of
+up to three ``wal_writer_delay`` periods (0.6 s by default). The setting is reset before the
+connection goes back to the pool."""
 
 from __future__ import annotations
 
@@ -15,9 +21,10 @@ __all__ = ["AutocommitConnection"]
 
 
 class AutocommitConnection:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, synchronous_commit: bool = True) -> None:
         self._engine = engine
         self._conn: AsyncConnection | None = None
+        self._synchronous = synchronous_commit
 
     async def execute(self, sql: str, *args: Any, what: str) -> None:
         try:
@@ -25,6 +32,9 @@ class AutocommitConnection:
                 if self._conn is None:
                     conn = await self._engine.connect()
                     self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    if not self._synchronous:
+                        raw = await self._conn.get_raw_connection()
+                        await raw.driver_connection.execute("SET synchronous_commit = off")  # type: ignore[union-attr]
                 raw = await self._conn.get_raw_connection()
                 await raw.driver_connection.execute(sql, *args)  # type: ignore[union-attr]
         except BaseException:
@@ -43,4 +53,10 @@ class AutocommitConnection:
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
+            if not self._synchronous:
+                try:
+                    raw = await conn.get_raw_connection()
+                    await raw.driver_connection.execute("RESET synchronous_commit")  # type: ignore[union-attr]
+                except Exception:  # noqa: BLE001 - a broken connection is not reused
+                    await conn.invalidate()
             await conn.close()

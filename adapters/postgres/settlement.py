@@ -55,11 +55,14 @@ SETTLE_SQL = (
 
 
 class PostgresSettlements:
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = 256, max_delay: float = 0.0) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, max_batch: int = 256, max_delay: float = 0.0, synchronous_commit: bool = True
+    ) -> None:
+        """``synchronous_commit=False``: see ``AutocommitConnection`` (settings ``usage_commit = "fast"``)."""
         self._group: GroupCommit[tuple[UsageRecord, tuple[OutboxMessage, ...]]] = GroupCommit(
             self._write, max_batch=max_batch, max_delay=max_delay
         )
-        self._conn = AutocommitConnection(engine)
+        self._conn = AutocommitConnection(engine, synchronous_commit=synchronous_commit)
 
     @property
     def batches(self) -> int:

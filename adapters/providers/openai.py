@@ -348,6 +348,39 @@ def _transport_error(exc: Exception, response: httpx2.Response) -> openai.APIErr
     return err
 
 
+class _SdkRequestHead(msgspec.Struct, frozen=True):
+    """What the SDK puts on every POST to one path of one client: the URL, its headers (auth,
+    user agent, ``X-Stainless-*``) and the timeout extension; ``dynamic`` when the client's
+    credentials are resolved per request (then every call goes through ``AsyncOpenAI.post``)."""
+
+    url: str
+    headers: list[tuple[str, str]]
+    extensions: dict[str, Any]
+    dynamic: bool
+
+    @classmethod
+    async def build(cls, client: openai.AsyncOpenAI, path: str) -> _SdkRequestHead:
+        from openai._base_client import get_platform
+        from openai._models import FinalRequestOptions
+        from openai._utils import asyncify
+
+        dynamic = (
+            getattr(client, "_workload_identity_auth", None) is not None
+            or getattr(client, "_provider_runtime", None) is not None
+            or getattr(client, "custom_auth", None) is not None
+            or getattr(client, "_idempotency_header", None) is not None
+        )
+        if client._platform is None:  # as AsyncAPIClient.request does before its first request
+            client._platform = await asyncify(get_platform)()
+        options = await client._prepare_options(
+            FinalRequestOptions.construct(method="post", url=path, content=b"", **_AUTH)  # type: ignore[arg-type]
+        )
+        prototype = client._build_request(options)
+        await client._prepare_request(prototype)
+        headers = [(k, v) for k, v in prototype.headers.multi_items() if k.lower() != "content-length"]
+        return cls(url=str(prototype.url), headers=headers, extensions=dict(prototype.extensions), dynamic=dynamic)
+
+
 class OpenAIProvider:
     """One configured OpenAI(-compatible) provider: one SDK client whose HTTP client sends
     through aiohttp (one keep-alive connection pool), closed by ``aclose``. SDK retries are off:
@@ -370,6 +403,7 @@ class OpenAIProvider:
         default_headers: Mapping[str, str] | None = None,
         max_tokens_param: MaxTokensParam | None = None,
         http_client: httpx2.AsyncClient | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
         self.name = name
         self._api_key = api_key
@@ -382,8 +416,9 @@ class OpenAIProvider:
             timeout=timeout,
             max_retries=0,
             default_headers=dict(default_headers) if default_headers else None,
-            http_client=http_client or sdk_http_client(openai.DefaultAsyncHttpxClient),
+            http_client=http_client or sdk_http_client(openai.DefaultAsyncHttpxClient, connect_timeout=connect_timeout),
         )
+        self._heads: dict[str, _SdkRequestHead] = {}
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIProvider(name={self.name!r}, base_url={str(self._client.base_url)!r})"
@@ -394,14 +429,42 @@ class OpenAIProvider:
     def _error(self, exc: openai.OpenAIError) -> Exception:
         return translate_openai_error(exc, provider=self.name, secret=self._api_key)
 
+    async def _post(self, path: str, body: bytes, *, stream: bool = False) -> httpx2.Response:
+        """POST ``body`` to ``path``: the SDK's request (URL, auth and SDK headers, timeout) sent by
+        the SDK's HTTP client; a 4xx/5xx raises the SDK's own status error, a transport failure its
+        ``APITimeoutError``/``APIConnectionError``, as ``AsyncOpenAI.post`` does (with retries off).
+
+        The SDK builds the request head once per path (``_SdkRequestHead``), not per call: its
+        per-call option models and header merging were ~0.4 ms of CPU per request, more than the
+        HTTP client itself. Clients whose credentials change per request (workload identity,
+        provider runtimes) keep the SDK's full path."""
+        head = self._heads.get(path)
+        if head is None:
+            head = self._heads[path] = await _SdkRequestHead.build(self._client, path)
+        if head.dynamic:
+            return await self._client.post(path, cast_to=httpx2.Response, content=body, options=_AUTH, stream=stream)
+        http = self._client._client
+        request = httpx2.Request("POST", head.url, headers=head.headers, content=body, extensions=head.extensions)
+        try:
+            response = await http.send(request, stream=stream)
+        except httpx2.TimeoutException as exc:
+            raise openai.APITimeoutError(request=request) from exc
+        except httpx2.HTTPError as exc:
+            raise openai.APIConnectionError(request=request) from exc
+        if response.status_code >= 400:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            raise self._client._make_status_error_from_response(response)
+        return response
+
     async def stream(self, upstream_model: str, request: ChatRequest) -> AsyncIterator[Chunk]:
         """Reasoning, text and tool-call deltas as they come, then at most one ``UsageChunk`` and
         exactly one ``Finish``. ``aclose()`` on the iterator closes the upstream response."""
         body = _ENCODER.encode(to_openai_params(upstream_model, request, max_tokens_param=self._max_tokens_param))
         try:
-            response = await self._client.post(
-                "/chat/completions", cast_to=httpx2.Response, content=body, options=_AUTH, stream=True
-            )
+            response = await self._post("/chat/completions", body, stream=True)
         except openai.OpenAIError as exc:  # HTTP status errors come as the SDK's classes, as before
             raise self._error(exc) from exc
         finish: FinishReason | None = None
@@ -476,9 +539,7 @@ class OpenAIProvider:
         if request.dimensions is not None:
             params["dimensions"] = request.dimensions
         try:
-            response = await self._client.post(
-                "/embeddings", cast_to=httpx2.Response, content=_ENCODER.encode(params), options=_AUTH
-            )
+            response = await self._post("/embeddings", _ENCODER.encode(params))
         except openai.OpenAIError as exc:
             raise self._error(exc) from exc
         try:
@@ -517,6 +578,7 @@ def openai_compatible(
     timeout: float = 60.0,
     default_headers: Mapping[str, str] | None = None,
     max_tokens_param: MaxTokensParam | None = None,
+    connect_timeout: float | None = None,
 ) -> OpenAIProvider:
     """An ``OpenAIProvider`` for ``kind`` (a key of ``PROVIDER_KINDS``): ``base_url`` defaults to
     the vendor's; ``local`` servers need ``base_url`` and take a placeholder key when none is set.
@@ -539,4 +601,5 @@ def openai_compatible(
         timeout=timeout,
         default_headers=default_headers,
         max_tokens_param=max_tokens_param,
+        connect_timeout=connect_timeout,
     )

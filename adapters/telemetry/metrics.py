@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -23,6 +25,7 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.requests = Counter(
             "lumina_requests", "Requests handled, by edge, method and outcome code.",
             ["edge", "method", "code"], registry=self.registry,
@@ -54,25 +57,35 @@ class Metrics:
             "lumina_model_ttft_seconds", "EWMA of the model's time to first token.", ["provider", "model"], registry=self.registry,
         )
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once per label set: ``labels()`` validates and
+        locks on every call, and each request sets about ten of them. Label sets are few and
+        long-lived (edges, methods, providers and models), so the cache stays small."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def set_model_health(self, health: object) -> None:
         """``health``: a ``domain.health.ModelHealth`` (the ``application.health.HealthSink`` port)."""
         h = health
         labels = (h.provider, h.model)  # type: ignore[attr-defined]
-        self.model_health.labels(*labels).set(h.state.level)  # type: ignore[attr-defined]
-        self.model_error_rate.labels(*labels).set(h.error_rate)  # type: ignore[attr-defined]
+        self._child(self.model_health, *labels).set(h.state.level)  # type: ignore[attr-defined]
+        self._child(self.model_error_rate, *labels).set(h.error_rate)  # type: ignore[attr-defined]
         if h.latency_s is not None:  # type: ignore[attr-defined]
-            self.model_latency.labels(*labels).set(h.latency_s)  # type: ignore[attr-defined]
+            self._child(self.model_latency, *labels).set(h.latency_s)  # type: ignore[attr-defined]
         if h.ttft_s is not None:  # type: ignore[attr-defined]
-            self.model_ttft.labels(*labels).set(h.ttft_s)  # type: ignore[attr-defined]
+            self._child(self.model_ttft, *labels).set(h.ttft_s)  # type: ignore[attr-defined]
 
     def observe_request(self, edge: str, method: str, code: str, seconds: float) -> None:
-        self.requests.labels(edge, method, code).inc()
-        self.latency.labels(edge, method).observe(seconds)
+        self._child(self.requests, edge, method, code).inc()
+        self._child(self.latency, edge, method).observe(seconds)
 
     def observe_usage(self, provider: str, model: str, input_tokens: int, output_tokens: int, cost_micros: int) -> None:
-        self.tokens.labels(provider, model, "input").inc(input_tokens)
-        self.tokens.labels(provider, model, "output").inc(output_tokens)
-        self.cost.labels(provider, model).inc(cost_micros / 1_000_000)
+        self._child(self.tokens, provider, model, "input").inc(input_tokens)
+        self._child(self.tokens, provider, model, "output").inc(output_tokens)
+        self._child(self.cost, provider, model).inc(cost_micros / 1_000_000)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

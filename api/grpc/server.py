@@ -20,16 +20,17 @@ SERVICES = (chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,)
 
 def build_grpc_server(
     address: str, *, chat: ChatServicer, metrics: Metrics, authenticator: Authenticator, auth: object | None = None,
-    proxies: TrustedProxies | None = None,
+    proxies: TrustedProxies | None = None, reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """The server, its health servicer, and the port it bound (useful when asked for port 0).
     Every Lumina call is authenticated by ``authenticator`` (api/auth.py); ``auth`` is the
     AuthService servicer (api/grpc/auth.py), when the backend has an identity module. ``proxies``:
-    who may forward a client's address (default: the identity module's setting, else loopback)."""
+    who may forward a client's address (default: the identity module's setting, else loopback).
+    ``reuse_port``: sibling backend processes bind the same port (SO_REUSEPORT)."""
     proxies = proxies or getattr(auth, "proxies", None)
     server = grpc.aio.server(
         interceptors=[EdgeInterceptor(metrics, authenticator, proxies)],
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 32 * 1024 * 1024)],
+        options=[("grpc.so_reuseport", int(reuse_port)), ("grpc.max_receive_message_length", 32 * 1024 * 1024)],
     )
     chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, server)
     health_servicer = health.aio.HealthServicer()

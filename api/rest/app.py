@@ -62,7 +62,10 @@ def _telemetry_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
                     await app(scope, receive, send_wrapper)
                 finally:
                     if route != "/metrics":
-                        metrics.observe_request("rest", route, str(status["code"]), time.perf_counter() - started)
+                        # the route's template (``/v1/memory/{memory_id}``), not the path: one label
+                        # value per route, however many ids are asked for; unrouted paths share one
+                        template = scope.get("path_template") or "unmatched"
+                        metrics.observe_request("rest", template, str(status["code"]), time.perf_counter() - started)
 
         return middleware
 

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -41,6 +42,32 @@ def _alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat")
     return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _established(pid: int, port: int) -> int:
+    """Connections to local ``port`` that process ``pid`` holds (its socket fds in /proc/net/tcp)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if int(local.split(":")[1], 16) == port and state == "01" and inode in inodes:
+            count += 1
+    return count
 
 
 def _usage_rows(data_dir: Path) -> int:
@@ -82,9 +109,22 @@ def test_embedded_default_starts_stops_cleanly_and_reuses_its_data(tmp_path: Pat
     assert not [pid for pid in children if _alive(pid)], "children left running after SIGTERM"
     assert _usage_rows(data) == 1
 
-    with lumina_up(env) as second:
+    # the second start runs two backend processes on the same ports (LUMINA_BACKEND_PROCESSES)
+    with lumina_up({**env, "LUMINA_BACKEND_PROCESSES": "2"}) as second:
         assert _chat(second).text == reply.text  # deterministic simulator; the same key (stored once)
-    assert second.process.returncode == 0
+        assert "backend:     2 processes sharing both ports" in "\n".join(second.lines)
+        backends = [pid for pid in _children_of(second.process.pid) if "api.cli serve" in _cmdline(pid)]
+        assert len(backends) == 2
+        held = [socket.create_connection(("127.0.0.1", second.http_port)) for _ in range(24)]
+        try:  # the kernel spreads new connections over both listeners
+            time.sleep(0.5)
+            assert all(_established(pid, second.http_port) > 0 for pid in backends)
+        finally:
+            for sock in held:
+                sock.close()
+        second.process.send_signal(signal.SIGTERM)
+        assert second.process.wait(30) == 0
+    assert not [pid for pid in backends if _alive(pid)], "a backend process was left running"
     assert _usage_rows(data) == 2  # the second start used the same database
 
 

@@ -5,6 +5,7 @@ concurrent callers share transactions, and a failed batch fails its callers and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -118,3 +119,26 @@ async def test_an_unreachable_database_fails_the_settle() -> None:
     finally:
         await settlements.aclose()
         await engine.dispose()
+
+
+async def test_fast_usage_commit_turns_synchronous_commit_off_on_its_own_connection_only(engine: AsyncEngine) -> None:
+    """``usage_commit = "fast"``: the writer's connection commits without waiting for the WAL
+    flush; rows still commit, other connections keep the default, and the setting is reset before
+    the connection returns to the pool."""
+    settlements = PostgresSettlements(engine, synchronous_commit=False)
+    request_id = f"req-{uuid.uuid4().hex[:8]}"
+    record, event = _pair(request_id)
+    await settlements.settle(record, event)
+    writer = settlements._conn._conn
+    assert writer is not None
+    raw = await writer.get_raw_connection()
+    assert await raw.driver_connection.fetchval("SHOW synchronous_commit") == "off"  # type: ignore[union-attr]
+    async with engine.connect() as other:
+        assert (await other.execute(sa.text("SHOW synchronous_commit"))).scalar() == "on"
+    usage, outbox = await _rows(engine, [request_id])
+    assert request_id in usage and f"evt-{request_id}" in outbox
+    await settlements.aclose()
+    async with contextlib.AsyncExitStack() as stack:  # every pooled connection at once, the writer's included
+        conns = [await stack.enter_async_context(engine.connect()) for _ in range(3)]
+        for conn in conns:
+            assert (await conn.execute(sa.text("SHOW synchronous_commit"))).scalar() == "on"

@@ -107,7 +107,8 @@ async def test_failure_after_content_is_a_final_error_chunk(cleanup: list[Backen
     chunks = await call_stream(backend, req())
     assert [c.WhichOneof("chunk") for c in chunks] == ["text_delta", "error"]
     assert chunks[1].error.code == "upstream_unavailable" and chunks[1].error.retryable
-    assert uow.db.usage == {}
+    await backend.stream_chat.drain()  # what was streamed is recorded, marked as cut off
+    assert [(r.finish_reason, r.output_tokens > 0) for r in uow.db.usage.values()] == [("interrupted", True)]
 
 
 async def test_unexpected_errors_are_a_generic_internal_status_without_internals(cleanup: list[Backend]) -> None:
@@ -151,3 +152,25 @@ async def test_usage_is_counted_once_per_request_whatever_the_edge(cleanup: list
     text = backend.metrics.render().decode()
     assert 'lumina_tokens_total{direction="output",model="m",provider="scripted"} 6.0' in text
     assert 'lumina_tokens_total{direction="input",model="m",provider="scripted"} 14.0' in text
+
+
+
+def test_rest_request_metrics_are_labelled_by_route_template_not_by_path() -> None:
+    """Paths carry ids: labelling by path would grow the metrics (and their label cache) without bound."""
+    from litestar import Litestar, get
+    from litestar.testing import TestClient
+
+    from adapters.telemetry.metrics import Metrics
+    from api.rest.app import _telemetry_middleware
+
+    @get("/items/{item_id:str}", sync_to_thread=False)
+    def item(item_id: str) -> dict[str, str]:
+        return {"id": item_id}
+
+    metrics = Metrics()
+    with TestClient(Litestar([item], middleware=[_telemetry_middleware(metrics)])) as client:
+        for item_id in ("a1", "b2", "c3"):
+            assert client.get(f"/items/{item_id}").json() == {"id": item_id}
+    text = metrics.render().decode()
+    assert 'lumina_requests_total{code="200",edge="rest",method="/items/{item_id}"} 3.0' in text
+    assert "/items/a1" not in text

@@ -31,6 +31,8 @@ def test_environment_overrides_the_toml_file(tmp_path: Path) -> None:
         ({"LUMINA_DATABASE_URL": "mysql://x"}, "LUMINA_DATABASE_URL: expected a postgresql:// URL"),
         ({"LUMINA_TENANT_ID": "Bad Tenant"}, "LUMINA_TENANT_ID: expected lower-case letters"),
         ({"LUMINA_GRPC_PROT": "1"}, "LUMINA_GRPC_PROT: unknown setting"),
+        ({"LUMINA_BACKEND_PROCESSES": "0"}, "LUMINA_BACKEND_PROCESSES: expected 1 to 64 processes"),
+        ({"LUMINA_USAGE_COMMIT": "lazy"}, "LUMINA_USAGE_COMMIT: expected one of durable, fast"),
         ({"LUMINA_CONFIG": "/nonexistent/lumina.toml"}, "LUMINA_CONFIG: file /nonexistent/lumina.toml does not exist"),
     ],
 )

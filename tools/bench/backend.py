@@ -26,10 +26,13 @@ async def _serve(args: argparse.Namespace) -> None:
         bootstrap_api_key=os.environ["LUMINA_BOOTSTRAP_API_KEY"],
         # LUMINA_BENCH_MEMORY=off: no long-term memory in the chat path (to measure the rest alone)
         memory_enabled=os.environ.get("LUMINA_BENCH_MEMORY", "on") != "off",
+        backend_processes=args.processes,
+        usage_commit=os.environ.get("LUMINA_USAGE_COMMIT", "durable"),
     )
-    await first_start(settings, args.database_url)
+    if not args.sibling:
+        await first_start(settings, args.database_url)
     backend = build_backend(settings)
-    await backend.start(grpc_port=0, http_port=0)
+    await backend.start(grpc_port=args.grpc_port, http_port=args.http_port)
     tune_gc()  # as `lumina serve` does
     print(f"ready {backend.grpc_port} {backend.http_port}", flush=True)
     stop = asyncio.Event()
@@ -47,6 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--database-url", required=True)
     p.add_argument("--sim-port", type=int, required=True)
     p.add_argument("--redis-url", required=True)
+    p.add_argument("--processes", type=int, default=1, help="backend processes sharing the ports (SO_REUSEPORT)")
+    p.add_argument("--grpc-port", type=int, default=0)
+    p.add_argument("--http-port", type=int, default=0)
+    p.add_argument("--sibling", action="store_true", help="a further process: the first one ran the first start")
     uvloop.run(_serve(p.parse_args(argv)))
 
 

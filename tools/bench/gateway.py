@@ -1,7 +1,7 @@
 """Lumina's added latency and throughput: the same load through Lumina's OpenAI edge
 (``/v1/chat/completions``) and straight to the simulator, in one run, on one machine.
 
-    .venv/bin/python -m tools.bench.gateway [--requests 2000] [--seconds 8] [--no-limits]
+    .venv/bin/python -m tools.bench.gateway [--requests 2000] [--seconds 8] [--no-limits] [--backends N] [--usage-commit durable|fast]
 
 Starts embedded Postgres (temporary directory, migrated), the simulator and the backend (uvloop),
 each in a process of its own. The load generator is a minimal HTTP/1.1 keep-alive client (one
@@ -86,6 +86,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _backend_cpu(stack: Stack) -> float:
+    """CPU seconds of every backend process together."""
+    return sum(cpu_seconds(pid) for pid in stack.backend_pids)
+
+
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
@@ -149,13 +154,13 @@ async def _configure_limits(stack: Stack) -> None:
 async def _limited(stack: Stack, n: int, seconds: float) -> None:
     print("with a tenant budget and rate limit (Redis: acquire, reserve, settle, adjust per request)")
     port, path = stack.http_port, "/v1/chat/completions"
-    cpu = cpu_seconds(stack.backend_pid)
+    cpu = _backend_cpu(stack)
     _, totals = await _sequential(port, path, _BODY, n)
-    cpu = (cpu_seconds(stack.backend_pid) - cpu) / (n + 50) * 1000
+    cpu = (_backend_cpu(stack) - cpu) / (n + 50) * 1000
     print(f"  sequential      p50 {_pct(totals, 50):6.2f}  p99 {_pct(totals, 99):6.2f}  backend CPU {cpu:.2f} ms/request")
-    cpu = cpu_seconds(stack.backend_pid)
+    cpu = _backend_cpu(stack)
     rps, lat = await _concurrent(port, path, _BODY, 64, seconds)
-    cpu = (cpu_seconds(stack.backend_pid) - cpu) / max(1, len(lat)) * 1000
+    cpu = (_backend_cpu(stack) - cpu) / max(1, len(lat)) * 1000
     print(f"  concurrency 64 {rps:6.0f} req/s  p50 {_pct(lat, 50):7.2f}  p99 {_pct(lat, 99):7.2f}  "
           f"backend CPU {cpu:.2f} ms/request")
 
@@ -165,9 +170,9 @@ async def _run(stack: Stack, n: int, seconds: float, limits: bool = True) -> Non
     print(f"sequential, {n} non-streaming requests each (ms)")
     seq: dict[str, list[float]] = {}
     for name, (port, path) in targets.items():
-        cpu = cpu_seconds(stack.backend_pid)
+        cpu = _backend_cpu(stack)
         _, totals = await _sequential(port, path, _BODY, n)
-        cpu = (cpu_seconds(stack.backend_pid) - cpu) / (n + 50) * 1000
+        cpu = (_backend_cpu(stack) - cpu) / (n + 50) * 1000
         seq[name] = totals
         extra = f"  backend CPU {cpu:.2f} ms/request" if name == "lumina" else ""
         print(f"  {name:7s} p50 {_pct(totals, 50):6.2f}  p99 {_pct(totals, 99):6.2f}{extra}")
@@ -187,10 +192,10 @@ async def _run(stack: Stack, n: int, seconds: float, limits: bool = True) -> Non
         print(f"concurrency {workers}, non-streaming, {seconds:.0f} s each")
         rates: dict[str, tuple[float, list[float]]] = {}
         for name, (port, path) in targets.items():
-            cpu = cpu_seconds(stack.backend_pid)
+            cpu = _backend_cpu(stack)
             rates[name] = await _concurrent(port, path, _BODY, workers, seconds)
             rps, lat = rates[name]
-            cpu = (cpu_seconds(stack.backend_pid) - cpu) / max(1, len(lat)) * 1000
+            cpu = (_backend_cpu(stack) - cpu) / max(1, len(lat)) * 1000
             extra = f"  backend CPU {cpu:.2f} ms/request" if name == "lumina" else ""
             print(f"  {name:7s} {rps:8.0f} req/s  p50 {_pct(lat, 50):7.2f}  p99 {_pct(lat, 99):7.2f}{extra}")
         d, lu = rates["direct"][1], rates["lumina"][1]
@@ -206,8 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=2000, help="sequential requests per target")
     p.add_argument("--seconds", type=float, default=8.0, help="duration of each concurrent run")
     p.add_argument("--no-limits", action="store_true", help="skip the run with a budget and a rate limit")
+    p.add_argument("--backends", type=int, default=1,
+                   help="backend processes sharing the port (SO_REUSEPORT), as LUMINA_BACKEND_PROCESSES")
+    p.add_argument("--usage-commit", choices=["durable", "fast"], default="durable",
+                   help="the backend's LUMINA_USAGE_COMMIT (fast: usage rows commit without waiting for the WAL flush)")
     args = p.parse_args(argv)
-    with running_stack() as stack:
+    os.environ["LUMINA_USAGE_COMMIT"] = args.usage_commit  # the backend processes inherit it
+    memory = "off" if os.environ.get("LUMINA_BENCH_MEMORY") == "off" else "on"
+    print(f"backend processes: {args.backends}; usage commit: {args.usage_commit}; "
+          f"long-term memory in the chat path: {memory}; load average {os.getloadavg()[0]:.1f}")
+    with running_stack(backends=args.backends) as stack:
         uvloop.run(_run(stack, args.requests, args.seconds, not args.no_limits))
     return 0
 

@@ -31,6 +31,11 @@ class Stack:
     grpc_port: int
     http_port: int
     database_url: str
+    sibling_pids: tuple[int, ...] = ()  # further backend processes on the same ports (``backends`` > 1)
+
+    @property
+    def backend_pids(self) -> tuple[int, ...]:
+        return (self.backend_pid, *self.sibling_pids)
 
     @property
     def sim_url(self) -> str:
@@ -87,9 +92,10 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(sim_args: Sequence[str] = ()) -> Iterator[Stack]:
+def running_stack(sim_args: Sequence[str] = (), backends: int = 1) -> Iterator[Stack]:
     """Embedded Postgres in a temporary directory, the simulator (``sim_args``: its CLI options)
-    and the backend on uvloop, all on loopback ports."""
+    and the backend on uvloop, all on loopback ports. ``backends`` > 1: that many backend processes
+    share the ports through SO_REUSEPORT, as ``LUMINA_BACKEND_PROCESSES`` makes ``lumina up`` run them."""
     from adapters.embedded.postgres import start_embedded_postgres
     from adapters.embedded.redis import ensure_redis
     from adapters.postgres.migrate import upgrade
@@ -105,13 +111,20 @@ def running_stack(sim_args: Sequence[str] = ()) -> Iterator[Stack]:
             )
             procs.append(sim)
             sim_port = int(m.group(1))
-            backend, m = _spawn(
-                ["-m", "tools.bench.backend", "--database-url", pg.url, "--sim-port", str(sim_port),
-                 "--redis-url", redis.url],
-                re.compile(r"ready (\d+) (\d+)"), "backend", env={"LUMINA_BOOTSTRAP_API_KEY": BENCH_KEY},
-            )
+            args = ["-m", "tools.bench.backend", "--database-url", pg.url, "--sim-port", str(sim_port),
+                    "--redis-url", redis.url, "--processes", str(backends)]
+            env = {"LUMINA_BOOTSTRAP_API_KEY": BENCH_KEY}
+            ready = re.compile(r"ready (\d+) (\d+)")
+            backend, m = _spawn(args, ready, "backend", env=env)
             procs.append(backend)
-            yield Stack(sim_port, sim.pid, backend.pid, int(m.group(1)), int(m.group(2)), pg.url)
+            grpc_port, http_port = int(m.group(1)), int(m.group(2))
+            siblings = []
+            for _ in range(backends - 1):  # after the first: it ran the first start and seeded the registry
+                sibling, _m = _spawn([*args, "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--sibling"],
+                                     ready, "backend", env=env)
+                procs.append(sibling)
+                siblings.append(sibling.pid)
+            yield Stack(sim_port, sim.pid, backend.pid, grpc_port, http_port, pg.url, tuple(siblings))
         finally:
             for proc in reversed(procs):
                 _stop(proc)
