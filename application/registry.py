@@ -8,6 +8,8 @@ made the change reloads at once through ``on_change``. API keys are envelope-enc
 
 from __future__ import annotations
 
+import logging
+
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Protocol
@@ -21,7 +23,7 @@ from application.ports import (
     StoredSecret,
 )
 from domain.cost import Price
-from domain.errors import InvalidRequest, NotFound
+from domain.errors import DomainError, InvalidRequest, NotFound, Unavailable
 from domain.events import DomainEvent, RegistryChanged
 from domain.ports import Clock, IdGenerator, ProviderClient
 from domain.registry import (
@@ -35,6 +37,8 @@ from domain.registry import (
     price_in_force,
     validate_name,
 )
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "Catalogue",
@@ -326,15 +330,17 @@ def _price_at(history: Sequence[PricePoint], at: datetime) -> Price | None:
 
 class LiveProviderPool:
     """``ProviderClients`` rebuilt from the registry: one client per enabled provider, built by the
-    ``ProviderFactory`` with the decrypted key. ``reload`` swaps in new clients for changed
-    providers; replaced and removed clients are closed by ``aclose`` only, since streams that
-    started on them may still be running."""
+    ``ProviderFactory`` with the decrypted key when the provider is first asked for (a reload reads
+    the registry and builds nothing, however many providers it holds). ``reload`` swaps in new
+    clients for changed providers; replaced and removed clients are closed by ``aclose`` only, since
+    streams that started on them may still be running."""
 
     def __init__(self, uow: RegistryUnitOfWorkFactory, kms: Kms, factory: ProviderFactory) -> None:
         self._uow = uow
         self._kms = kms
         self._factory = factory
         self._clients: dict[str, ProviderClient] = {}
+        self._pending: dict[str, tuple[ProviderSpec, StoredSecret | None]] = {}  # enabled, not built yet
         self._fingerprints: dict[str, tuple[object, ...]] = {}
         self._static: dict[str, ProviderClient] = {}
         self._retired: list[ProviderClient] = []
@@ -346,11 +352,24 @@ class LiveProviderPool:
     def get(self, provider: str) -> ProviderClient:
         client = self._clients.get(provider) or self._static.get(provider)
         if client is None:
-            raise NotFound("provider", provider)
+            pending = self._pending.get(provider)
+            if pending is None:
+                raise NotFound("provider", provider)
+            spec, secret = pending
+            try:
+                key = self._kms.decrypt(secret.ciphertext, secret_context(provider)).decode() if secret else ""
+                client = self._factory.build(spec, key)
+            except DomainError:
+                raise
+            except Exception as exc:  # e.g. a key sealed under another key-encryption key: this provider only
+                _log.warning("provider %s: client not built (%s)", provider, type(exc).__name__)
+                raise Unavailable(f"provider {provider} cannot be used: its stored key or settings are unusable") from None
+            del self._pending[provider]
+            self._clients[provider] = client
         return client
 
     def names(self) -> list[str]:
-        return sorted({*self._clients, *self._static})
+        return sorted({*self._clients, *self._pending, *self._static})
 
     async def reload(self) -> None:
         async with self._uow() as uow:
@@ -358,19 +377,19 @@ class LiveProviderPool:
             secrets = await uow.providers.secrets()
         wanted: dict[str, tuple[ProviderSpec, StoredSecret | None]] = {s.name: (s, secrets.get(s.name)) for s in specs}
         retired: list[ProviderClient] = []
-        for name in list(self._clients):
+        for name in list(self._fingerprints):
             if name not in wanted:
-                retired.append(self._clients.pop(name))
-                self._fingerprints.pop(name, None)
+                self._fingerprints.pop(name)
+                self._pending.pop(name, None)
+                if name in self._clients:
+                    retired.append(self._clients.pop(name))
         for name, (spec, secret) in wanted.items():
             fingerprint = (spec.kind, spec.base_url, secret.ciphertext if secret else None)
             if self._fingerprints.get(name) == fingerprint:
                 continue
-            key = self._kms.decrypt(secret.ciphertext, secret_context(name)).decode() if secret else ""
-            client = self._factory.build(spec, key)
-            old = self._clients.get(name)
-            self._clients[name] = client
             self._fingerprints[name] = fingerprint
+            self._pending[name] = (spec, secret)  # built by the next get()
+            old = self._clients.pop(name, None)
             if old is not None:
                 retired.append(old)
         self._retired.extend(retired)
@@ -380,6 +399,7 @@ class LiveProviderPool:
             await client.aclose()
         self._retired.clear()
         self._clients.clear()
+        self._pending.clear()
         self._static.clear()
         self._fingerprints.clear()
 

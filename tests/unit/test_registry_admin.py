@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import msgspec
 import pytest
 from litestar import Litestar
 
@@ -17,7 +18,7 @@ from api.rest.problems import EXCEPTION_HANDLERS
 from application.registry import LiveProviderPool, RegistryAdmin
 from domain.chat import ChatRequest, Chunk, EmbeddingRequest, Embeddings
 from domain.cost import Price
-from domain.errors import InvalidRequest, NotFound
+from domain.errors import InvalidRequest, NotFound, Unavailable
 from domain.events import RegistryChanged
 from domain.registry import (
     CatalogueEntry,
@@ -219,3 +220,42 @@ async def test_rest_admin_takes_model_names_with_slashes_without_deprecations() 
         assert missing.status_code == 404 and missing.headers["content-type"].startswith("application/problem+json")
         assert (await http.delete(f"/admin/models/{name}")).status_code == 204
         assert (await http.get("/admin/models")).json() == []
+
+
+async def test_a_reload_builds_no_client_until_a_provider_is_asked_for() -> None:
+    """Start-up and every RegistryChanged reload read the registry only: a deployment (or a test
+    database) with many providers does not pay for building every SDK client at each reload."""
+    uow = FakeUnitOfWorkFactory()
+    admin, _ = make_admin(uow)
+    for i in range(50):
+        await admin.put_provider(ProviderSpec(f"p{i}", ProviderKind.OPENAI), f"sk-key-{i:020d}")
+    factory = ListingFactory([])
+    pool = LiveProviderPool(uow, XorKms(), factory)
+    await pool.reload()
+    assert factory.keys == [] and len(pool.names()) == 50
+    client = pool.get("p7")
+    assert factory.keys == [f"sk-key-{7:020d}"] and pool.get("p7") is client  # built once
+    await pool.reload()  # nothing changed: the built client stays
+    assert pool.get("p7") is client and len(factory.keys) == 1
+    await pool.aclose()
+
+
+async def test_a_key_that_cannot_be_decrypted_disables_its_provider_only() -> None:
+    """A secret sealed under another key-encryption key (another data dir, a botched rotation) used
+    to fail the whole reload, and with it the backend's start; now only that provider is unusable,
+    with a clear error that names it and shows nothing of the key."""
+    uow = FakeUnitOfWorkFactory()
+    admin, _ = make_admin(uow)
+    await admin.put_provider(ProviderSpec("good", ProviderKind.OPENAI), KEY)
+    await admin.put_provider(ProviderSpec("sealed-elsewhere", ProviderKind.OPENAI), "sk-other-000000000000000")
+    secret = uow.db.secrets["sealed-elsewhere"]
+    uow.db.secrets["sealed-elsewhere"] = msgspec.structs.replace(secret, ciphertext=b"another-kek|" + secret.ciphertext)
+    factory = ListingFactory([])
+    pool = LiveProviderPool(uow, XorKms(), factory)
+    await pool.reload()  # does not raise
+    assert pool.get("good").key == KEY  # type: ignore[attr-defined]
+    for _ in range(2):  # and keeps failing the same way (nothing half-built is cached)
+        with pytest.raises(Unavailable) as failed:
+            pool.get("sealed-elsewhere")
+        assert "sealed-elsewhere" in failed.value.message and "sk-" not in failed.value.message
+    await pool.aclose()
