@@ -165,8 +165,8 @@ class ProbeProviders:
         results: list[ModelHealth] = []
         for spec in specs:
             secret = secrets.get(spec.name)
-            key = self._kms.decrypt(secret.ciphertext, secret_context(spec.name)).decode() if secret else ""
-            try:
+            try:  # a key that cannot be decrypted fails this provider's probe, not the round
+                key = self._kms.decrypt(secret.ciphertext, secret_context(spec.name)).decode() if secret else ""
                 listed = set(await self._factory.list_models(spec, key))
                 ok = True
             except Exception:  # noqa: BLE001 - any failure is a failed probe
