@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 from redis.asyncio import Redis
@@ -42,6 +42,37 @@ def _generation_key(prefix: str, tenant_id: str) -> str:
     return f"{prefix}:{tenant_id}:gen"
 
 
+class _Slots:
+    """Cached values under a tenant's generation: ``read`` gives the key for this generation and
+    what is stored there (None: a miss; Redis unreachable is a miss and an error, with no key);
+    ``write`` stores under that key (nothing without one)."""
+
+    def __init__(self, redis: Redis, prefix: str, ttl_seconds: int, stats: CacheStats) -> None:
+        self._redis, self._prefix, self._ttl, self._stats = redis, prefix, ttl_seconds, stats
+
+    async def read(self, tenant_id: str, key_of: Callable[[int], str]) -> tuple[str | None, bytes | None]:
+        try:
+            generation = int(await self._redis.get(_generation_key(self._prefix, tenant_id)) or 0)
+            key = key_of(generation)
+            cached = await self._redis.get(key)
+        except RedisError:
+            self._stats.errors += 1
+            key, cached = None, None
+        if cached is None:
+            self._stats.misses += 1
+        else:
+            self._stats.hits += 1
+        return key, cached
+
+    async def write(self, key: str | None, value: bytes) -> None:
+        if key is None:
+            return
+        try:
+            await self._redis.set(key, value, ex=self._ttl)
+        except RedisError:
+            self._stats.errors += 1
+
+
 class CacheStats(msgspec.Struct):
     hits: int = 0
     misses: int = 0
@@ -54,8 +85,8 @@ class CachedVectorStore:
         self._inner = inner
         self._redis = redis
         self._prefix = _prefix(namespace)
-        self._ttl = ttl_seconds
         self.stats = CacheStats()
+        self._slots = _Slots(redis, self._prefix, ttl_seconds, self.stats)
 
     @property
     def dimension(self) -> int:
@@ -92,24 +123,13 @@ class CachedVectorStore:
     async def query(
         self, tenant_id: str, vector: Sequence[float], k: int, filter: MetadataFilter | None = None
     ) -> list[QueryHit]:
-        key: str | None = None
-        try:
-            generation = int(await self._redis.get(self._generation_key(tenant_id)) or 0)
-            key = self._query_key(tenant_id, generation, vector, k, filter)
-            cached = await self._redis.get(key)
-        except RedisError:
-            self.stats.errors += 1
-            cached = None
+        key, cached = await self._slots.read(
+            tenant_id, lambda generation: self._query_key(tenant_id, generation, vector, k, filter)
+        )
         if cached is not None:
-            self.stats.hits += 1
             return _HITS.decode(cached)
-        self.stats.misses += 1
         hits = await self._inner.query(tenant_id, vector, k, filter)  # validates the arguments too
-        if key is not None:
-            try:
-                await self._redis.set(key, _ENCODER.encode(hits), ex=self._ttl)
-            except RedisError:
-                self.stats.errors += 1
+        await self._slots.write(key, _ENCODER.encode(hits))
         return hits
 
 
@@ -129,10 +149,9 @@ class CachedHybridSearch:
     ) -> None:
         self._inner = inner
         self._repository = repository
-        self._redis = redis
         self._prefix = _prefix(namespace)
-        self._ttl = ttl_seconds
         self.stats = CacheStats()
+        self._slots = _Slots(redis, self._prefix, ttl_seconds, self.stats)
 
     def _key(self, tenant_id: str, generation: int, user_id: str, query: str, k: int,
              filters: MemoryFilter | None, where: MetadataFilter) -> str:
@@ -152,26 +171,15 @@ class CachedHybridSearch:
         filters: MemoryFilter | None,
         where: MetadataFilter,
     ) -> HybridHits:
-        key: str | None = None
-        try:
-            generation = int(await self._redis.get(_generation_key(self._prefix, tenant_id)) or 0)
-            key = self._key(tenant_id, generation, user_id, query, k, filters, where)
-            cached = await self._redis.get(key)
-        except RedisError:
-            self.stats.errors += 1
-            cached = None
+        key, cached = await self._slots.read(
+            tenant_id, lambda generation: self._key(tenant_id, generation, user_id, query, k, filters, where)
+        )
         if cached is not None:
-            self.stats.hits += 1
             fulltext_ids, vector_ids = _ID_LISTS.decode(cached)
             if not fulltext_ids and not vector_ids:
                 return HybridHits([], [], [], [])
             memories, follows = await self._repository.with_neighbours(tenant_id, {*fulltext_ids, *vector_ids}, 1)
             return HybridHits(fulltext_ids, vector_ids, memories, follows)
-        self.stats.misses += 1
         found = await self._inner.hybrid(tenant_id, user_id, query, vector, k, filters, where)
-        if key is not None:
-            try:
-                await self._redis.set(key, _ENCODER.encode((found.fulltext_ids, found.vector_ids)), ex=self._ttl)
-            except RedisError:
-                self.stats.errors += 1
+        await self._slots.write(key, _ENCODER.encode((found.fulltext_ids, found.vector_ids)))
         return found
