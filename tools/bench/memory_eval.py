@@ -523,7 +523,12 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="held-out choice of the RRF k")
     parser.add_argument("--ablations", action="store_true", help="one setting changed at a time, same store")
     parser.add_argument("--facts", action="store_true", help="also: consolidation's extracted facts as retrieval units")
-    asyncio.run(_run(parser.parse_args()))
+    from adapters.embedded.postgres import EmbeddedPostgresError
+
+    try:
+        asyncio.run(_run(parser.parse_args()))
+    except EmbeddedPostgresError as exc:  # e.g. --db naming a directory that is not a database's
+        raise SystemExit(f"memory_eval: {exc}") from None
 
 
 if __name__ == "__main__":
