@@ -258,6 +258,11 @@ class Backend:
         if self.budgets is not None:
             app.register(self.budgets.router())
         if self.registry is not None:
+            from adapters.providers.transport import load_trust_store
+
+            # provider clients are built on first use: the TLS trust store they share is loaded now,
+            # off the event loop, instead of in the first request
+            await asyncio.to_thread(load_trust_store)
             app.register(self.registry.router)
             ready = asyncio.Event()
             if s.nats_url:

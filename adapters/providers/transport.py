@@ -45,7 +45,9 @@ import httpx2
 from httpx2._utils import get_environment_proxies
 from yarl import URL
 
-__all__ = ["KEEPALIVE_SECONDS", "MAX_CONNECTIONS", "AiohttpTransport", "aiohttp_client_args", "sdk_http_client"]
+__all__ = [
+    "KEEPALIVE_SECONDS", "MAX_CONNECTIONS", "AiohttpTransport", "aiohttp_client_args", "load_trust_store", "sdk_http_client",
+]
 
 MAX_CONNECTIONS = 1000  # per transport (the SDKs' default limit for their own pools)
 KEEPALIVE_SECONDS = 5.0  # idle keep-alive connections are closed after this (the SDKs' default)
@@ -67,8 +69,14 @@ ClientT = TypeVar("ClientT", bound=httpx2.AsyncClient)
 @functools.cache
 def _default_ssl_context() -> ssl.SSLContext:
     """The default transport's TLS settings (system trust store, ``SSL_CERT_FILE``/``SSL_CERT_DIR``),
-    built once per process: loading the trust store takes milliseconds."""
+    built once per process: loading the trust store takes ~0.2 s here."""
     return httpx2.create_ssl_context(verify=True)
+
+
+def load_trust_store() -> None:
+    """Load the default TLS settings now (call it in a thread at start-up), so that the first
+    provider client, built when its provider is first asked for, does not pay for it."""
+    _default_ssl_context()
 
 
 def _mapped(exc: BaseException, *, reading: bool) -> httpx2.TransportError | None:
