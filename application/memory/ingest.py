@@ -43,7 +43,7 @@ from domain.memory.topics import STOPWORDS, TopicModel, keyword_labels
 from domain.memory.vectors import VectorRecord, validate_tenant
 from domain.ports import IdGenerator
 
-__all__ = ["IngestTurns", "TurnInput", "extract_entities", "window_text"]
+__all__ = ["IngestTurns", "TurnInput", "extract_entities", "vector_record", "window_text"]
 
 _SENTENCE_START = re.compile(r"(^|[.!?]\s+)([A-Z][a-zA-Z'\-]+)")
 
@@ -157,7 +157,7 @@ class IngestTurns:
         indexed = [*zip(redo, redo_windows, redo_vectors, strict=True), *zip(memories, windows, vectors, strict=True)]
         if w:
             await self._repo.set_windows(tenant, {m.id: text for m, text, _ in indexed})
-        await self._vectors.upsert(tenant, [_record(m, v) for m, _, v in indexed])
+        await self._vectors.upsert(tenant, [vector_record(m, v) for m, _, v in indexed])
         return memories
 
     async def reindex(self, tenant: str, memory_ids: Sequence[str]) -> int:
@@ -176,7 +176,7 @@ class IngestTurns:
             windows[memory.id] = window_text([m.text for m in older[:-1] + newer])
         vectors = await self._embedder.embed([windows[m.id] for m in found])
         await self._repo.set_windows(tenant, windows if w else dict.fromkeys(windows, ""))
-        await self._vectors.upsert(tenant, [_record(m, v) for m, v in zip(found, vectors, strict=True)])
+        await self._vectors.upsert(tenant, [vector_record(m, v) for m, v in zip(found, vectors, strict=True)])
         return len(found)
 
     async def _chain(
@@ -206,7 +206,8 @@ def window_text(texts: Sequence[str]) -> str:
     return "\n".join(t for t in texts if t)
 
 
-def _record(memory: StoredMemory, vector: Sequence[float]) -> VectorRecord:
+def vector_record(memory: StoredMemory, vector: Sequence[float]) -> VectorRecord:
+    """The vector-store record of a memory (the metadata ingest writes and search filters on)."""
     return VectorRecord(
         id=memory.id,
         tenant_id=memory.tenant_id,

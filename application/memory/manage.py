@@ -21,7 +21,12 @@ from typing import Any, Literal, Protocol
 import msgspec
 import msgspec.structs
 
-from application.memory.ingest import IngestTurns, TurnInput, extract_entities
+from application.memory.ingest import (
+    IngestTurns,
+    TurnInput,
+    extract_entities,
+    vector_record,
+)
 from application.memory.ports import (
     ENTITY_PREFIX,
     TOPIC_PREFIX,
@@ -37,7 +42,7 @@ from domain.identity import Principal, Role
 from domain.memory.graph import EDGE_KINDS, Edge, MemoryGraph, Node
 from domain.memory.ranking import MemoryFilter
 from domain.memory.tiers import Tier
-from domain.memory.vectors import VectorRecord, validate_ids, validate_tenant
+from domain.memory.vectors import validate_ids, validate_tenant
 from domain.ports import Clock, IdGenerator
 
 __all__ = [
@@ -170,24 +175,6 @@ def scope_for(principal: Principal, user_id: str = "") -> tuple[str, str]:
         raise InvalidRequest.single("user_id", "at most 256 printable characters")
     principal.require(Role.ADMIN, "act on another user's memories")
     return principal.tenant_id, user_id
-
-
-def vector_record(memory: StoredMemory, vector: Sequence[float]) -> VectorRecord:
-    """The vector-store record of a memory (the metadata ingest writes and search filters on)."""
-    return VectorRecord(
-        id=memory.id,
-        tenant_id=memory.tenant_id,
-        vector=tuple(vector),
-        metadata={
-            "user_id": memory.user_id,
-            "conversation_id": memory.conversation_id,
-            "tier": memory.tier.value,
-            "at": float(memory.at),
-            "topic_id": memory.topic_id or "",
-            "role": memory.role,
-        },
-        text=memory.text,
-    )
 
 
 def _check_text(text: str, field: str = "text") -> str:
