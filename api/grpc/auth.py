@@ -18,10 +18,9 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from api.auth import (
     AUTH_SERVICE,
@@ -32,6 +31,7 @@ from api.auth import (
     principal_var,
 )
 from api.errors import Unimplemented
+from api.grpc.timestamps import timestamp
 from application.identity import (
     BeginPasskeyLogin,
     BeginPasskeyRegistration,
@@ -111,18 +111,10 @@ class Caller:
         return self.principal
 
 
-def _ts(at: datetime | None) -> Timestamp | None:
-    if at is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(at.astimezone(UTC))
-    return stamp
-
-
 def _key(key: ApiKey) -> pb.ApiKey:
     return pb.ApiKey(
-        id=key.id, prefix=key.prefix, name=key.name, user_id=key.user_id, created_at=_ts(key.created_at),
-        expires_at=_ts(key.expires_at), last_used_at=_ts(key.last_used_at), revoked_at=_ts(key.revoked_at),
+        id=key.id, prefix=key.prefix, name=key.name, user_id=key.user_id, created_at=timestamp(key.created_at),
+        expires_at=timestamp(key.expires_at), last_used_at=timestamp(key.last_used_at), revoked_at=timestamp(key.revoked_at),
     )
 
 
@@ -143,7 +135,7 @@ def _from_b64url(text: str) -> bytes:
 
 def _passkey(p: PasskeyCredential) -> pb.Passkey:
     return pb.Passkey(
-        id=_b64url(p.credential_id), name=p.name, created_at=_ts(p.created_at), last_used_at=_ts(p.last_used_at),
+        id=_b64url(p.credential_id), name=p.name, created_at=timestamp(p.created_at), last_used_at=timestamp(p.last_used_at),
         transports=list(p.transports),
     )
 
@@ -180,7 +172,7 @@ class AuthOperations:
         lifetime = policy.pending_timeout if s.pending_second_factor else policy.absolute_timeout
         return pb.SessionToken(
             token=issued.token, pending_second_factor=s.pending_second_factor, assurance_level=s.assurance_level,
-            expires_at=_ts(s.created_at + lifetime),
+            expires_at=timestamp(s.created_at + lifetime),
         )
 
     # --- signing in -------------------------------------------------------------------------
@@ -340,9 +332,9 @@ class AuthOperations:
         s, policy = view.session, self._ctx.session_policy
         lifetime = policy.pending_timeout if s.pending_second_factor else policy.absolute_timeout
         return pb.Session(
-            id=s.id, created_at=_ts(s.created_at), last_seen_at=_ts(s.last_seen_at), assurance_level=s.assurance_level,
+            id=s.id, created_at=timestamp(s.created_at), last_seen_at=timestamp(s.last_seen_at), assurance_level=s.assurance_level,
             current=view.current, pending_second_factor=s.pending_second_factor,
-            expires_at=_ts(min(s.created_at + lifetime, s.last_seen_at + policy.idle_timeout)),
+            expires_at=timestamp(min(s.created_at + lifetime, s.last_seen_at + policy.idle_timeout)),
         )
 
     async def list_sessions(self, req: pb.ListSessionsRequest, caller: Caller) -> pb.ListSessionsResponse:

@@ -24,6 +24,7 @@ from api.budgets import (
     rate_limit_draft,
     usage_query,
 )
+from api.grpc.timestamps import timestamp
 from application.budgets import (
     BudgetDraft,
     BudgetReport,
@@ -125,14 +126,6 @@ def _enum(table: Mapping[int, T], value: int, field: str, *, default: T | None =
     raise InvalidRequest.single(field, "required" if value == 0 else f"unknown value {value}")
 
 
-def _ts(at: datetime | None) -> Timestamp | None:
-    if at is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(at.astimezone(UTC))
-    return stamp
-
-
 def _time(stamp: Timestamp, field: str) -> datetime:
     try:
         return stamp.ToDatetime(tzinfo=UTC)
@@ -176,8 +169,8 @@ def encode_budget(budget: Budget) -> pb.Budget:
             model=budget.model,
             enabled=budget.enabled,
         ),
-        create_time=_ts(budget.created_at),
-        update_time=_ts(budget.updated_at),
+        create_time=timestamp(budget.created_at),
+        update_time=timestamp(budget.updated_at),
     )
 
 
@@ -186,8 +179,8 @@ def encode_status(report: BudgetReport) -> pb.GetBudgetStatusResponse:
     return pb.GetBudgetStatusResponse(
         budget=encode_budget(status.budget),
         period_key=status.window.key,
-        period_start_time=_ts(status.window.start),
-        period_end_time=_ts(status.window.end),
+        period_start_time=timestamp(status.window.start),
+        period_end_time=timestamp(status.window.end),
         spent_micros=status.spent_micros,
         held_micros=status.held_micros,
         remaining_micros=status.remaining_micros,
@@ -196,8 +189,8 @@ def encode_status(report: BudgetReport) -> pb.GetBudgetStatusResponse:
             method=_METHODS_OUT[forecast.method],  # type: ignore[arg-type]
             projected_micros=forecast.projected_micros,
             run_rate_micros_per_hour=forecast.run_rate_micros_per_hour,
-            period_end_time=_ts(forecast.period_end),
-            exhausted_time=_ts(forecast.exhausted_at),
+            period_end_time=timestamp(forecast.period_end),
+            exhausted_time=timestamp(forecast.exhausted_at),
         ),
     )
 
@@ -228,7 +221,7 @@ def encode_rate_limit(limit: RateLimit) -> pb.RateLimit:
 
 def encode_usage_row(row: UsageRow) -> pb.UsageRow:
     return pb.UsageRow(
-        bucket_start_time=_ts(row.bucket_start),
+        bucket_start_time=timestamp(row.bucket_start),
         dimensions=row.dimensions,
         requests=row.requests,
         input_tokens=row.input_tokens,

@@ -9,16 +9,24 @@ from datetime import UTC
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from lumina.v1 import provider_pb2 as pb
-from lumina.v1 import provider_pb2_grpc
 
 from api.auth import require_platform_admin
+from api.grpc.timestamps import timestamp
 from application.health import HealthMonitor
 from application.registry import ProviderView, RegistryAdmin
 from domain.cost import Price
 from domain.errors import InvalidRequest
 from domain.health import ModelHealth
-from domain.registry import Modality, ModelCapabilities, ModelRoute, PricePoint, ProviderKind, ProviderSpec
+from domain.registry import (
+    Modality,
+    ModelCapabilities,
+    ModelRoute,
+    PricePoint,
+    ProviderKind,
+    ProviderSpec,
+)
+from lumina.v1 import provider_pb2 as pb
+from lumina.v1 import provider_pb2_grpc
 
 __all__ = ["SERVICE_NAME", "ProviderServicer", "add_provider_service"]
 
@@ -106,9 +114,7 @@ def _health_out(h: ModelHealth) -> pb.ModelHealth:
 
 
 def _point_out(point: PricePoint) -> pb.Price:
-    ts = Timestamp()
-    ts.FromDatetime(point.effective_from.astimezone(UTC))
-    return encode_price(point.price, ts)
+    return encode_price(point.price, timestamp(point.effective_from))
 
 
 class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
