@@ -209,9 +209,6 @@ class _Deadline:
 _TOO_LONG = "the answer took longer than the total timeout"
 
 
-_subject = budget_subject
-
-
 class StreamChat:
     """Stream one chat completion as unified chunks (the request path: see the module docstring).
 
@@ -282,7 +279,7 @@ class StreamChat:
             return await self._open(principal, request, read_ahead, -1, None, 0, None)
         prompt_tokens = self.routing.counter.count_prompt(request)
         tokens = prompt_tokens + (request.max_tokens or self.routing.settings.expected_output_tokens)
-        subject = _subject(principal)  # the caller's limits; the routed model's are taken per candidate
+        subject = budget_subject(principal)  # the caller's limits; the routed model's are taken per candidate
         status = await limiter.acquire(subject, tokens=tokens, models=False)
         try:
             return await self._open(principal, request, read_ahead, prompt_tokens, subject, tokens, status)
@@ -320,7 +317,7 @@ class StreamChat:
             budgets = None  # the tenant has no budgets: no estimate, no reservation
         headroom = None
         if budgets is not None and routing.rules(tenant).step_down.allowed:
-            headroom = await budgets.headroom(_subject(principal))
+            headroom = await budgets.headroom(budget_subject(principal))
         decision = await routing.decide(reqs, tenant_id=tenant, model=sent.model, provider=sent.provider, headroom=headroom)
         candidates = decision.candidates
         if not candidates:
@@ -401,7 +398,7 @@ class StreamChat:
                     label=spec.label, request_id=self._ids.new_id(), started=started,
                     deadline=t0 + settings.timeouts.total_s, prompt_tokens=prompt_tokens, tried=tuple(tried),
                     attempts=attempts, hedged=hedged, notes=notes, estimate=estimate, reservation=reservation,
-                    limit_subject=None if limit_subject is None else _subject(principal, served), limit_tokens=limit_tokens,
+                    limit_subject=None if limit_subject is None else budget_subject(principal, served), limit_tokens=limit_tokens,
                 )
                 if hedge is not None and hedge.loser is not None:  # the hedge's loser had answered too
                     self._charge_loser(call, hedge)
