@@ -43,7 +43,7 @@ from application.chat_hooks import ChatHook, CompletedTurn
 from application.ports import ProviderClients, Settlements, UnitOfWorkFactory
 from application.routing import RouteCatalog, Routing
 from application.settlement import UnitOfWorkSettlements
-from application.streaming import DEFAULT_BUFFER, buffered
+from application.streaming import DEFAULT_BUFFER, buffered, whole_answer
 from domain.budgets import BudgetSubject, RateLimitStatus, task_label
 from domain.chat import (
     ChatRequest,
@@ -268,10 +268,13 @@ class StreamChat:
     # --- before the first byte ---------------------------------------------------------------
 
     async def open(self, principal: Principal, request: ChatRequest, *, read_ahead: bool = True) -> ChatStream:
-        """``__call__`` with a choice: ``read_ahead=False`` reads the provider in the consumer's own
-        task, without the bounded buffer's reader task and queue — for a consumer that drains the
-        stream at once anyway (``CompleteChat``), where backpressure buys nothing. Settlement
-        before ``Finish`` is the same either way."""
+        """``__call__`` with a choice: ``read_ahead=False`` is for a consumer that wants the whole
+        answer at once (``CompleteChat``). The provider is read in the consumer's own task, without
+        the bounded buffer's reader task and queue (backpressure buys nothing there), and asked for
+        the whole answer in one non-streaming call when its client can (``whole_answer``) and no
+        hedge is armed (a hedge races first tokens, so it streams). That call has the total
+        timeout instead of the first-token one, and teaches the health monitor latency, not time
+        to first token. Settlement before ``Finish`` is the same either way."""
         limiter, definitions = self._limiter, self._definitions
         if limiter is not None and definitions is not None and not await definitions.rate_limits(principal.tenant_id):
             limiter = None  # the tenant has no rate limits: nothing to ask Redis
@@ -361,7 +364,9 @@ class StreamChat:
                 attempt += 1
                 attempts += 1
                 try:
-                    served, upstream, first, hedged = await self._first_chunk(route, client, sent, candidate, backup, hedge)
+                    served, upstream, first, hedged = await self._first_chunk(
+                        route, client, sent, candidate, backup, hedge, whole=not read_ahead,
+                    )
                 except Exception as exc:
                     if hedge is not None:
                         hedge.drop_backup()  # a hedge's holds are taken again by the next attempt
@@ -441,14 +446,16 @@ class StreamChat:
         candidate: Candidate,
         backup: tuple[ModelRoute, Candidate] | None,
         hedge: HedgeHolds | None = None,
+        whole: bool = False,
     ) -> tuple[ModelRoute, AsyncIterator[Chunk], Chunk | None, bool]:
-        """The provider's stream and its first chunk; with hedging, a second request starts after
-        the model's p95 time to first token and the first to produce a chunk wins (the other is
-        closed). Failures are recorded on the breakers here."""
+        """The provider's stream (``whole``: its whole answer, unless hedging) and its first chunk;
+        with hedging, a second request starts after the model's p95 time to first token and the
+        first to produce a chunk wins (the other is closed). Failures are recorded on the
+        breakers here."""
         delay = None if backup is None else self.routing.settings.hedging.delay(candidate.hedge_after_s)
         if delay is None or backup is None:
             try:
-                upstream, first = await self._start(route, client, request)
+                upstream, first = await self._start(route, client, request, whole)
             except Exception as exc:
                 await self.routing.failed(route, exc)
                 raise
@@ -456,14 +463,19 @@ class StreamChat:
         return await self._race(route, client, backup[0], request, delay, hedge)
 
     async def _start(
-        self, route: ModelRoute, client: ProviderClient, request: ChatRequest
+        self, route: ModelRoute, client: ProviderClient, request: ChatRequest, whole: bool = False
     ) -> tuple[AsyncIterator[Chunk], Chunk | None]:
         view = self.routing.view
         loop = asyncio.get_running_loop()
-        timeout = self.routing.settings.timeouts.first_token_s
+        timeouts = self.routing.settings.timeouts
+        # the whole answer in one call: nothing arrives before all of it, so the total timeout applies
+        timeout = timeouts.total_s if whole else timeouts.first_token_s
         view.started(route.provider, route.upstream_model)
         began = loop.time()
-        upstream = client.stream(route.upstream_model, request)
+        if whole:
+            upstream = whole_answer(client, route.upstream_model, request)
+        else:
+            upstream = client.stream(route.upstream_model, request)
         task = asyncio.current_task()
         assert task is not None
         before = task.cancelling()
@@ -486,7 +498,8 @@ class StreamChat:
             view.finished(route.provider, route.upstream_model)
             await upstream.aclose()  # type: ignore[attr-defined]
             raise
-        view.observe_ttft(route.provider, route.upstream_model, loop.time() - began)
+        if not whole:
+            view.observe_ttft(route.provider, route.upstream_model, loop.time() - began)
         return upstream, first
 
     async def _race(

@@ -9,9 +9,21 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 from application.ports import ProviderClients, UnitOfWorkFactory
-from application.registry import Kms, ProviderFactory, RegistryUnitOfWorkFactory, secret_context
+from application.registry import (
+    Kms,
+    ProviderFactory,
+    RegistryUnitOfWorkFactory,
+    secret_context,
+)
+from application.streaming import whole_answer
 from domain.chat import ChatRequest, Chunk, EmbeddingRequest, Embeddings, ErrorChunk
-from domain.errors import ContentFiltered, ContextLengthExceeded, DomainError, InvalidRequest, UpstreamInvalidRequest
+from domain.errors import (
+    ContentFiltered,
+    ContextLengthExceeded,
+    DomainError,
+    InvalidRequest,
+    UpstreamInvalidRequest,
+)
 from domain.events import ModelHealthChanged
 from domain.health import HealthState, HealthThresholds, ModelHealth, Observation
 from domain.ports import Clock, IdGenerator, ProviderClient
@@ -116,6 +128,24 @@ class _ObservedClient:
         else:
             total = self._clock.monotonic() - started
             await self._monitor.observe(self.name, upstream_model, Observation(ok=ok, latency_s=total, ttft_s=first))
+
+    async def complete(self, upstream_model: str, request: ChatRequest) -> AsyncIterator[Chunk]:
+        """The inner client's whole answer (``whole_answer``), observed as a stream is; there is no
+        time to first token to learn from it, only the latency."""
+        started = self._clock.monotonic()
+        try:
+            chunks = [chunk async for chunk in whole_answer(self._inner, upstream_model, request)]
+        except DomainError as exc:
+            if _counts_against_provider(exc):
+                await self._monitor.observe(self.name, upstream_model, Observation(ok=False))
+            raise
+        except Exception:
+            await self._monitor.observe(self.name, upstream_model, Observation(ok=False))
+            raise
+        ok = not any(isinstance(chunk, ErrorChunk) for chunk in chunks)
+        await self._monitor.observe(self.name, upstream_model, Observation(ok=ok, latency_s=self._clock.monotonic() - started))
+        for chunk in chunks:
+            yield chunk
 
     async def embed(self, upstream_model: str, request: EmbeddingRequest) -> Embeddings:
         return await self._inner.embed(upstream_model, request)

@@ -1,7 +1,10 @@
 """Backpressure between a provider's stream and a client: a reader task fills a bounded queue that
 the client side drains. A slow client fills the queue, the reader stops pulling, the provider's
 socket stops being read, and memory stays flat; closing the relay cancels the reader, which closes
-the upstream request at once."""
+the upstream request at once.
+
+``whole_answer`` is the other way to read a provider: for a client that wants the whole answer,
+one non-streaming upstream call when the provider client offers one."""
 
 from __future__ import annotations
 
@@ -9,7 +12,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Generic, TypeVar
 
-__all__ = ["DEFAULT_BUFFER", "buffered"]
+from domain.chat import ChatRequest, Chunk
+from domain.ports import ProviderClient
+
+__all__ = ["DEFAULT_BUFFER", "buffered", "whole_answer"]
 
 T = TypeVar("T")
 
@@ -68,3 +74,13 @@ async def buffered(source: AsyncIterator[T], maxsize: int = DEFAULT_BUFFER, *, d
             reader.cancel()
             await asyncio.wait((reader,))  # never raises, even when we are being cancelled ourselves
         await source.aclose()  # type: ignore[attr-defined]  # no-op once cancellation ran through it
+
+
+def whole_answer(client: ProviderClient, upstream_model: str, request: ChatRequest) -> AsyncIterator[Chunk]:
+    """The answer as ``client.complete`` gives it (one non-streaming upstream call: one response
+    to read and decode instead of an event per token), or as its stream when it has no
+    ``complete`` (the optional half of the ``ProviderClient`` port)."""
+    complete = getattr(client, "complete", None)
+    if complete is None:
+        return client.stream(upstream_model, request)
+    return complete(upstream_model, request)  # type: ignore[no-any-return]

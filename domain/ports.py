@@ -33,6 +33,12 @@ class ProviderClient(Protocol):
 
     The stream ends with at most one ``UsageChunk`` and exactly one ``Finish``. Closing the
     iterator (``aclose``) must close the upstream request promptly.
+
+    Optionally, ``complete(upstream_model, request) -> AsyncIterator[Chunk]``: the same answer from
+    one non-streaming upstream call, as the chunks ``stream`` would give (each text, reasoning and
+    tool call whole, then at most one ``UsageChunk`` and exactly one ``Finish``), with the same
+    errors. The chat use case calls it for a client that asked for the whole answer; a client
+    without it is streamed (``application.chat.whole_answer``).
     """
 
     name: str

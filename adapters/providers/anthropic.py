@@ -52,6 +52,7 @@ import httpx2
 
 from adapters.providers.errors import parse_retry_after, redact
 from adapters.providers.transport import sdk_http_client
+from adapters.providers.whole import whole_answer_chunks
 from domain.chat import (
     ChatMessage,
     ChatRequest,
@@ -354,20 +355,31 @@ class AnthropicProvider:
     def _error(self, exc: BaseException) -> ProviderError:
         return translate_anthropic_error(exc, provider=self.name, secret=self._api_key)
 
-    async def stream(self, upstream_model: str, request: ChatRequest) -> AsyncIterator[Chunk]:
-        """Deltas as they come, then one ``UsageChunk`` and one ``Finish``. ``aclose()`` on the
-        iterator closes the upstream response."""
+    def _params(self, upstream_model: str, request: ChatRequest, *, stream: bool) -> tuple[dict[str, Any], str | None]:
         params, json_tool = to_anthropic_params(
             upstream_model, request, default_max_tokens=self._default_max_tokens,
             thinking_budget_tokens=self._thinking_budget,
         )
+        params["stream"] = stream
+        return params, json_tool
+
+    async def _create(self, params: dict[str, Any]) -> Any:
+        """``messages.create``: an event stream (``stream`` true) or a whole ``Message``."""
         try:
-            upstream = await self._client.messages.create(**params)
+            return await self._client.messages.create(**params)
         except (anthropic.AnthropicError, httpx2.HTTPError) as exc:
             raise self._error(exc) from exc
+        except json.JSONDecodeError as exc:  # a whole answer whose body is not JSON
+            raise UpstreamUnavailable("malformed response from the provider", provider=self.name) from exc
+
+    async def stream(self, upstream_model: str, request: ChatRequest) -> AsyncIterator[Chunk]:
+        """Deltas as they come, then one ``UsageChunk`` and one ``Finish``. ``aclose()`` on the
+        iterator closes the upstream response."""
+        params, json_tool = self._params(upstream_model, request, stream=True)
+        upstream = await self._create(params)
         blocks = _Blocks(json_tool)
         stop_reason: str | None = None
-        counts = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0, "thinking": 0}
+        counts = _counts()
         async with upstream:  # closes the HTTP response however this generator ends
             while True:
                 try:
@@ -393,18 +405,45 @@ class AnthropicProvider:
                         _count(counts, event.usage)
         if stop_reason is None:
             raise UpstreamUnavailable("stream ended without a stop reason", provider=self.name)
-        yield UsageChunk(
-            usage=Usage(
-                input_tokens=counts["input"] + counts["cache_read"] + counts["cache_write"],
-                output_tokens=counts["output"],
-                cached_input_tokens=counts["cache_read"],
-                reasoning_tokens=counts["thinking"],
-            )
-        )
-        finish = _FINISH.get(stop_reason, FinishReason.STOP)
-        if finish is FinishReason.TOOL_CALLS and blocks.tools_called == 0:
-            finish = FinishReason.STOP  # only the JSON-output tool was called: a plain answer
-        yield Finish(reason=finish)
+        for chunk in _ending(counts, stop_reason, blocks):
+            yield chunk
+
+    async def complete(self, upstream_model: str, request: ChatRequest) -> AsyncIterator[Chunk]:
+        """The whole answer from one non-streaming ``messages.create``, as the chunks ``stream``
+        would give: the thinking and the text (the JSON-output tool's input) each in one delta,
+        each tool call in one ``ToolCallDelta``, then one ``UsageChunk`` and one ``Finish``."""
+        params, json_tool = self._params(upstream_model, request, stream=False)
+        message = await self._create(params)
+        if not isinstance(message, anthropic.types.Message):  # the SDK hands over a non-JSON body as text
+            raise UpstreamUnavailable("malformed response from the provider", provider=self.name)
+        blocks = _Blocks(json_tool)
+        content = [c for i, block in enumerate(message.content or ()) for c in _block_start(blocks, i, block, whole=True)]
+        for chunk in whole_answer_chunks(content):
+            yield chunk
+        if message.stop_reason is None:
+            raise UpstreamUnavailable("message without a stop reason", provider=self.name)
+        counts = _counts()
+        _count(counts, message.usage)
+        for chunk in _ending(counts, message.stop_reason, blocks):
+            yield chunk
+
+
+def _counts() -> dict[str, int]:
+    return {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0, "thinking": 0}
+
+
+def _ending(counts: dict[str, int], stop_reason: str, blocks: _Blocks) -> tuple[UsageChunk, Finish]:
+    """The closing ``UsageChunk`` (input includes cache reads and writes) and ``Finish``."""
+    usage = Usage(
+        input_tokens=counts["input"] + counts["cache_read"] + counts["cache_write"],
+        output_tokens=counts["output"],
+        cached_input_tokens=counts["cache_read"],
+        reasoning_tokens=counts["thinking"],
+    )
+    finish = _FINISH.get(stop_reason, FinishReason.STOP)
+    if finish is FinishReason.TOOL_CALLS and blocks.tools_called == 0:
+        finish = FinishReason.STOP  # only the JSON-output tool was called: a plain answer
+    return UsageChunk(usage=usage), Finish(reason=finish)
 
 
 def _count(counts: dict[str, int], usage: Any) -> None:
@@ -419,7 +458,9 @@ def _count(counts: dict[str, int], usage: Any) -> None:
         counts["thinking"] = details.thinking_tokens
 
 
-def _block_start(blocks: _Blocks, index: int, block: Any) -> list[Chunk]:
+def _block_start(blocks: _Blocks, index: int, block: Any, *, whole: bool = False) -> list[Chunk]:
+    """The chunks a content block opens with; ``whole`` (a non-streamed ``Message``): with its
+    tool input too, as compact JSON (the JSON-output tool's input as text)."""
     kind = block.type
     if kind == "text":
         blocks.kinds[index] = "text"
@@ -428,13 +469,14 @@ def _block_start(blocks: _Blocks, index: int, block: Any) -> list[Chunk]:
         blocks.kinds[index] = "thinking"
         return [ReasoningDelta(text=block.thinking)] if block.thinking else []
     if kind == "tool_use":
+        arguments = _compact_json(block.input) if whole else ""
         if block.name == blocks.json_tool:
             blocks.kinds[index] = "json"
-            return []
+            return [TextDelta(text=arguments)] if arguments else []
         blocks.kinds[index] = "tool"
         position = blocks.tool_index[index] = blocks.tools_called
         blocks.tools_called += 1
-        return [ToolCallDelta(index=position, id=block.id, name=block.name)]
+        return [ToolCallDelta(index=position, id=block.id, name=block.name, arguments_fragment=arguments)]
     blocks.kinds[index] = kind  # redacted thinking, server tools: nothing to relay
     return []
 
@@ -452,3 +494,8 @@ def _block_delta(blocks: _Blocks, index: int, delta: Any) -> Chunk | None:
         if owner == "tool":
             return ToolCallDelta(index=blocks.tool_index[index], arguments_fragment=delta.partial_json)
     return None
+
+
+def _compact_json(value: Any) -> str:
+    """A tool's input as the API streams it: compact JSON, non-ASCII as is."""
+    return json.dumps(value if value is not None else {}, separators=(",", ":"), ensure_ascii=False)

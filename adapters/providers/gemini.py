@@ -42,6 +42,7 @@ from google.genai import types
 
 from adapters.providers.errors import parse_retry_after, redact
 from adapters.providers.transport import aiohttp_client_args
+from adapters.providers.whole import whole_answer_chunks
 from domain.chat import (
     ChatMessage,
     ChatRequest,
@@ -381,19 +382,19 @@ class GeminiProvider:
     def _error(self, exc: BaseException) -> ProviderError:
         return translate_gemini_error(exc, provider=self.name, secret=self._api_key)
 
+    def _generate_args(self, upstream_model: str, request: ChatRequest) -> dict[str, Any]:
+        system, contents = to_contents(request.messages)
+        config = to_generate_config(request, system, include_thoughts=self._include_thoughts)
+        return {"model": upstream_model, "contents": contents, "config": config}
+
     async def stream(self, upstream_model: str, request: ChatRequest) -> AsyncIterator[Chunk]:
         """Text, reasoning and tool-call deltas as they come, then one ``UsageChunk`` (when Gemini
         reported usage) and one ``Finish``. ``aclose()`` on the iterator closes the response."""
-        system, contents = to_contents(request.messages)
-        config = to_generate_config(request, system, include_thoughts=self._include_thoughts)
+        args = self._generate_args(upstream_model, request)
         opened: list[Any] = []
         token = _opened.set(opened)
         try:
-            upstream = await self._client.aio.models.generate_content_stream(
-                model=upstream_model,
-                contents=contents,
-                config=config,  # type: ignore[arg-type]
-            )
+            upstream = await self._client.aio.models.generate_content_stream(**args)
             first: types.GenerateContentResponse | None = await anext(upstream)
         except StopAsyncIteration:
             first = None
@@ -401,33 +402,12 @@ class GeminiProvider:
             raise self._error(exc) from exc
         finally:
             _opened.reset(token)
-        usage: Usage | None = None
-        reason: object = None
-        calls = 0
-        blocked = False
+        answer = _Answer(self.name)
         try:
             chunk = first
             while chunk is not None:
-                if chunk.usage_metadata is not None:
-                    usage = to_usage(chunk.usage_metadata)
-                feedback = chunk.prompt_feedback
-                if not chunk.candidates and feedback is not None and feedback.block_reason is not None:
-                    blocked = True
-                for candidate in (chunk.candidates or ())[:1]:
-                    for part in (candidate.content.parts if candidate.content else None) or ():
-                        if part.function_call is not None:
-                            fn = part.function_call
-                            yield ToolCallDelta(
-                                index=calls,
-                                id=fn.id or f"call_{calls}",
-                                name=fn.name or "",
-                                arguments_fragment=json.dumps(fn.args or {}, separators=(",", ":")),
-                            )
-                            calls += 1
-                        elif part.text:
-                            yield ReasoningDelta(text=part.text) if part.thought else TextDelta(text=part.text)
-                    if candidate.finish_reason is not None:
-                        reason = candidate.finish_reason
+                for delta in answer.read(chunk):
+                    yield delta
                 try:
                     chunk = await anext(upstream)
                 except StopAsyncIteration:
@@ -436,15 +416,23 @@ class GeminiProvider:
                     raise self._error(exc) from exc
         finally:
             await _close(upstream, opened)
-        if blocked:
-            finish = FinishReason.CONTENT_FILTER
-        elif reason is None:
-            raise UpstreamUnavailable("stream ended without a finish reason", provider=self.name)
-        else:
-            finish = to_finish(reason, called=calls > 0)
-        if usage is not None:
-            yield UsageChunk(usage=usage)
-        yield Finish(reason=finish)
+        for delta in answer.ending():
+            yield delta
+
+    async def complete(self, upstream_model: str, request: ChatRequest) -> AsyncIterator[Chunk]:
+        """The whole answer from one non-streaming ``generate_content``, as the chunks ``stream``
+        would give: the reasoning and the text each in one delta, each function call in one
+        ``ToolCallDelta``, then one ``UsageChunk`` (when Gemini reported usage) and one ``Finish``."""
+        args = self._generate_args(upstream_model, request)
+        try:
+            response = await self._client.aio.models.generate_content(**args)
+        except _SDK_ERRORS as exc:  # a body that is not JSON too (UnknownApiResponseError)
+            raise self._error(exc) from exc
+        answer = _Answer(self.name)
+        for delta in whole_answer_chunks(answer.read(response)):
+            yield delta
+        for delta in answer.ending():
+            yield delta
 
     async def embed(self, upstream_model: str, request: EmbeddingRequest) -> Embeddings:
         config = types.EmbedContentConfig(output_dimensionality=request.dimensions) if request.dimensions else None
@@ -467,6 +455,59 @@ class GeminiProvider:
             meta = response.usage_metadata
             tokens += (meta.prompt_token_count or 0) if meta is not None else 0
         return Embeddings(vectors=tuple(vectors), input_tokens=tokens)
+
+
+class _Answer:
+    """Reads an answer's ``GenerateContentResponse``s (the stream's events, or the one whole
+    response) into chunks, keeping what the ending needs: usage, finish reason, calls made."""
+
+    __slots__ = ("blocked", "calls", "provider", "reason", "usage")
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.usage: Usage | None = None
+        self.reason: object = None
+        self.calls = 0
+        self.blocked = False
+
+    def read(self, response: types.GenerateContentResponse) -> list[Chunk]:
+        """The deltas of one response: function calls whole (id ``call_<index>`` unless Gemini
+        gave one, compact JSON arguments), thoughts as reasoning, other text as text."""
+        if response.usage_metadata is not None:
+            self.usage = to_usage(response.usage_metadata)
+        feedback = response.prompt_feedback
+        if not response.candidates and feedback is not None and feedback.block_reason is not None:
+            self.blocked = True
+        out: list[Chunk] = []
+        for candidate in (response.candidates or ())[:1]:
+            for part in (candidate.content.parts if candidate.content else None) or ():
+                if part.function_call is not None:
+                    fn = part.function_call
+                    out.append(
+                        ToolCallDelta(
+                            index=self.calls,
+                            id=fn.id or f"call_{self.calls}",
+                            name=fn.name or "",
+                            arguments_fragment=json.dumps(fn.args or {}, separators=(",", ":")),
+                        )
+                    )
+                    self.calls += 1
+                elif part.text:
+                    out.append(ReasoningDelta(text=part.text) if part.thought else TextDelta(text=part.text))
+            if candidate.finish_reason is not None:
+                self.reason = candidate.finish_reason
+        return out
+
+    def ending(self) -> list[Chunk]:
+        """One ``UsageChunk`` (when Gemini reported usage) and the ``Finish``."""
+        if self.blocked:
+            finish = FinishReason.CONTENT_FILTER
+        elif self.reason is None:
+            raise UpstreamUnavailable("the answer ended without a finish reason", provider=self.provider)
+        else:
+            finish = to_finish(self.reason, called=self.calls > 0)
+        usage: list[Chunk] = [UsageChunk(usage=self.usage)] if self.usage is not None else []
+        return [*usage, Finish(reason=finish)]
 
 
 async def _close(upstream: AsyncIterator[Any], opened: list[Any]) -> None:

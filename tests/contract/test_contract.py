@@ -1,6 +1,12 @@
 """The one contract every provider adapter meets, run against each kind through the vendor's own
 SDK and the simulator speaking that vendor's wire format: deterministic text, a tool-call round
-trip, JSON output, usage, the error classes, and cancellation."""
+trip, JSON output, usage, the error classes, and cancellation.
+
+The text, tool-call, JSON and error tests run in two modes (the ``mode`` fixture): ``stream``
+(``provider.stream``) and ``whole`` (``provider.complete``, one non-streaming upstream call). A
+whole answer must have the whole-answer shape (one delta per text, reasoning and tool call) and
+the same text, tool calls and usage as the stream of the same request (the simulator is
+deterministic)."""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from domain.chat import (
     Chunk,
     Finish,
     FinishReason,
+    ReasoningDelta,
     ResponseFormat,
     ResponseFormatKind,
     Role,
@@ -35,6 +42,7 @@ from domain.errors import (
     UpstreamInvalidRequest,
     UpstreamUnavailable,
 )
+from domain.ports import ProviderClient
 from tests.contract.adapters import KINDS, MODELS, make_provider
 from tools.provider_sim.stats import RequestRecord
 from tools.provider_sim.testing import fetch_stats, running_simulator
@@ -64,16 +72,60 @@ def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(params=["stream", "whole"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """``stream``: ``provider.stream``; ``whole``: ``provider.complete`` (one non-streaming call)."""
+    return str(request.param)
+
+
 def ask(text: str = "Name three colours.", **kwargs: object) -> ChatRequest:
     return ChatRequest(messages=(ChatMessage(Role.USER, text),), **kwargs)  # type: ignore[arg-type]
 
 
-async def collect(kind: str, sim: str, request: ChatRequest, headers: Mapping[str, str] | None = None) -> list[Chunk]:
+def answer_of(provider: ProviderClient, kind: str, request: ChatRequest, mode: str) -> AsyncIterator[Chunk]:
+    if mode == "stream":
+        return provider.stream(MODELS[kind], request)
+    complete = getattr(provider, "complete", None)
+    assert complete is not None, f"{kind}: the adapter has no complete()"
+    return complete(MODELS[kind], request)  # type: ignore[no-any-return]
+
+
+async def collect(
+    kind: str, sim: str, request: ChatRequest, headers: Mapping[str, str] | None = None, mode: str = "stream"
+) -> list[Chunk]:
+    """The chunks of ``request``'s answer. In ``whole`` mode the answer must have the whole-answer
+    shape and match the stream of the same request (text, tool calls, usage, finish reason)."""
     provider = make_provider(kind, sim, dict(headers or {}))
+    before = await asyncio.to_thread(fetch_stats, sim) if mode == "whole" else None
     try:
-        return [c async for c in provider.stream(MODELS[kind], request)]
+        chunks = [c async for c in answer_of(provider, kind, request, mode)]
     finally:
         await provider.aclose()
+    if before is not None:
+        after = await asyncio.to_thread(fetch_stats, sim)
+        assert (after.requests - before.requests, after.streams - before.streams) == (1, 0), "one non-streaming call"
+        assert_whole_shape(chunks)
+        streamed = await collect(kind, sim, request, headers)
+        assert text_of(chunks) == text_of(streamed)
+        assert [(c.name, json.loads(c.arguments)) for c in calls_of(chunks)] == [
+            (c.name, json.loads(c.arguments)) for c in calls_of(streamed)
+        ]
+        assert usage_of(chunks) == usage_of(streamed)
+        assert chunks[-1] == streamed[-1]
+    return chunks
+
+
+def assert_whole_shape(chunks: list[Chunk]) -> None:
+    """At most one reasoning and one text delta, and one complete delta per tool call, in order."""
+    assert sum(isinstance(c, ReasoningDelta) for c in chunks) <= 1
+    assert sum(isinstance(c, TextDelta) for c in chunks) <= 1
+    deltas = [c for c in chunks if isinstance(c, ToolCallDelta)]
+    assert [c.index for c in deltas] == list(range(len(deltas)))
+    assert all(c.id and c.name and c.arguments_fragment for c in deltas), deltas
+
+
+def usage_of(chunks: list[Chunk]) -> list[object]:
+    return [c.usage for c in chunks if isinstance(c, UsageChunk)]
 
 
 def text_of(chunks: list[Chunk]) -> str:
@@ -102,19 +154,19 @@ def assert_well_ended(chunks: list[Chunk], reason: FinishReason) -> None:
     assert usage[0].usage.input_tokens > 0 and usage[0].usage.output_tokens > 0
 
 
-async def test_text_is_deterministic_non_empty_with_usage(kind: str, sim: str) -> None:
-    first = await collect(kind, sim, ask())
-    again = await collect(kind, sim, ask())
-    other = await collect(kind, sim, ask("Something else entirely."))
+async def test_text_is_deterministic_non_empty_with_usage(kind: str, sim: str, mode: str) -> None:
+    first = await collect(kind, sim, ask(), mode=mode)
+    again = await collect(kind, sim, ask(), mode=mode)
+    other = await collect(kind, sim, ask("Something else entirely."), mode=mode)
     assert text_of(first).strip()
     assert text_of(first) == text_of(again)
     assert text_of(other) != text_of(first)
     assert_well_ended(first, FinishReason.STOP)
 
 
-async def test_tool_call_round_trip(kind: str, sim: str) -> None:
+async def test_tool_call_round_trip(kind: str, sim: str, mode: str) -> None:
     request = ask("Look up the weather in Paris.", tools=(LOOKUP,), tool_choice=ToolChoice(name="lookup"))
-    chunks = await collect(kind, sim, request, {"x-sim-tool-call": "lookup"})
+    chunks = await collect(kind, sim, request, {"x-sim-tool-call": "lookup"}, mode=mode)
     [call] = calls_of(chunks)
     assert call.name == "lookup" and call.id
     assert isinstance(json.loads(call.arguments), dict)
@@ -128,7 +180,7 @@ async def test_tool_call_round_trip(kind: str, sim: str) -> None:
         ),
         tools=(LOOKUP,),
     )
-    answer = await collect(kind, sim, follow_up)
+    answer = await collect(kind, sim, follow_up, mode=mode)
     assert text_of(answer).strip()
     assert not calls_of(answer)
     assert_well_ended(answer, FinishReason.STOP)
@@ -138,8 +190,8 @@ async def test_tool_call_round_trip(kind: str, sim: str) -> None:
     ResponseFormat(kind=ResponseFormatKind.JSON_OBJECT),
     ResponseFormat(kind=ResponseFormatKind.JSON_SCHEMA, schema=ANSWER_SCHEMA, name="answer", strict=True),
 ], ids=["json_object", "json_schema"])
-async def test_json_output_parses(kind: str, sim: str, fmt: ResponseFormat) -> None:
-    chunks = await collect(kind, sim, ask("Answer in JSON.", response_format=fmt))
+async def test_json_output_parses(kind: str, sim: str, fmt: ResponseFormat, mode: str) -> None:
+    chunks = await collect(kind, sim, ask("Answer in JSON.", response_format=fmt), mode=mode)
     parsed = json.loads(text_of(chunks))
     assert isinstance(parsed, dict) and parsed
     if fmt.kind is ResponseFormatKind.JSON_SCHEMA:
@@ -154,11 +206,13 @@ async def test_json_output_parses(kind: str, sim: str, fmt: ResponseFormat) -> N
     ("500", UpstreamUnavailable),
     ("503", (Overloaded, UpstreamUnavailable)),
 ])
-async def test_error_classes(kind: str, sim: str, fault: str, error: type[ProviderError] | tuple[type[ProviderError], ...]) -> None:
+async def test_error_classes(
+    kind: str, sim: str, mode: str, fault: str, error: type[ProviderError] | tuple[type[ProviderError], ...]
+) -> None:
     provider = make_provider(kind, sim, {"x-sim-fault": fault, "x-sim-retry-after": "3"})
     try:
         with pytest.raises(ProviderError) as info:
-            await anext(provider.stream(MODELS[kind], ask()))
+            await anext(answer_of(provider, kind, ask(), mode))
     finally:
         await provider.aclose()
     assert isinstance(info.value, error), f"{fault} became {type(info.value).__name__}"

@@ -43,6 +43,7 @@ from domain.errors import (
     RateLimitExceeded,
     Unavailable,
     UpstreamInvalidRequest,
+    UpstreamTimeout,
     UpstreamUnavailable,
 )
 from domain.events import ChatCompleted, ChatTurnCompleted, DomainEvent, RouteDecided
@@ -107,6 +108,25 @@ class Scripted:
         pass
 
 
+class Whole(Scripted):
+    """A ``Scripted`` provider that can also answer whole (``complete``); ``ways`` records how
+    each call was made."""
+
+    def __init__(self, name: str, scripts: dict[str, list[list[object]]], log: list[str]) -> None:
+        super().__init__(name, scripts, log)
+        self.ways: list[str] = []
+
+    async def stream(self, upstream_model: str, request: ChatRequest) -> AsyncIterator[Chunk]:
+        self.ways.append("stream")
+        async for chunk in super().stream(upstream_model, request):
+            yield chunk
+
+    async def complete(self, upstream_model: str, request: ChatRequest) -> AsyncIterator[Chunk]:
+        self.ways.append("whole")
+        async for chunk in super().stream(upstream_model, request):
+            yield chunk
+
+
 class Providers:
     def __init__(self, *clients: Scripted) -> None:
         self.clients = {c.name: c for c in clients}
@@ -169,6 +189,7 @@ async def rig(
     *,
     routes: Sequence[ModelRoute] | None = None,
     clock: FixedClock | None = None,
+    whole: bool = False,
     **settings: object,
 ) -> Rig:
     routes = routes if routes is not None else three_routes()
@@ -188,7 +209,8 @@ async def rig(
     for route in routes:
         by_provider.setdefault(route.provider, {})[route.upstream_model] = scripts.get(route.name, [answer("?")])
     log: list[str] = []
-    providers = Providers(*(Scripted(p, s, log) for p, s in by_provider.items()))
+    kind = Whole if whole else Scripted
+    providers = Providers(*(kind(p, s, log) for p, s in by_provider.items()))
     settled, sleeps = Settled(), Sleeps()
     chat = StreamChat(
         catalog=catalog, providers=providers, uow=uow, clock=clock, ids=SequentialIds(), settlements=settled,
@@ -308,6 +330,46 @@ async def test_a_hedged_request_wins_when_the_first_is_slow_and_the_loser_is_clo
     meta = finish(chunks).metadata
     assert meta is not None and meta.hedged and meta.model == "b"
     assert r.providers.get("pa").closed == ["up-a"]  # the loser's request was cancelled
+
+
+# --- whole answers -------------------------------------------------------------------------------
+
+
+async def test_a_client_that_wants_the_whole_answer_gets_it_from_one_non_streaming_call() -> None:
+    r = await rig({"a": [answer("Hel", "lo")]}, whole=True)
+    provider = r.providers.get("pa")
+    assert isinstance(provider, Whole)
+    whole = await CompleteChat(r.chat)(T1, ask())
+    assert whole.text == "Hello" and whole.usage.output_tokens == 10
+    streamed = await r.collect(ask())
+    assert texts(streamed) == "Hello"
+    assert provider.ways == ["whole", "stream"]
+    assert len(r.settled.calls) == 2  # settled alike
+    assert r.chat.routing.view.ttft_p95("pa", "up-a") is not None  # learnt from the stream
+
+
+async def test_a_whole_answer_waits_for_the_total_timeout_not_the_first_token_one() -> None:
+    slow = [Pause(0.2), *answer("slow", "but", "whole")]
+    r = await rig({"a": [slow]}, whole=True, retry=RetryPolicy(max_attempts=1),
+                  timeouts=Timeouts(connect_s=0.05, first_token_s=0.05, total_s=5))
+    whole = await CompleteChat(r.chat)(T1, ask())
+    assert whole.text == "slowbutwhole"
+    assert r.chat.routing.view.ttft_p95("pa", "up-a") is None  # nothing learnt about first tokens
+    with pytest.raises(UpstreamTimeout):  # a stream's first token gets first_token_s
+        await r.collect(ask())
+    short = await rig({"a": [slow]}, whole=True, retry=RetryPolicy(max_attempts=1),
+                      timeouts=Timeouts(connect_s=0.05, first_token_s=0.05, total_s=0.1))
+    with pytest.raises(UpstreamTimeout):  # and the whole answer the total timeout
+        await CompleteChat(short.chat)(T1, ask())
+
+
+async def test_with_a_hedge_armed_a_whole_answer_is_streamed_so_first_tokens_can_race() -> None:
+    r = await rig({"a": [[Pause(5), *answer("slow a")]], "b": [answer("fast b")]}, whole=True,
+                  fallbacks={"a": ("b",)}, hedging=HedgingPolicy(enabled=True, min_delay_s=0.02, default_delay_s=0.02))
+    whole = await CompleteChat(r.chat)(T1, ask())
+    assert whole.text == "fast b" and whole.finish.metadata is not None and whole.finish.metadata.hedged
+    ways = [w for name in ("pa", "pb") for w in r.providers.get(name).ways]  # type: ignore[attr-defined]
+    assert ways == ["stream", "stream"]
 
 
 # --- circuit breakers ---------------------------------------------------------------------------

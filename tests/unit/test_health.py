@@ -1,10 +1,28 @@
-"""Model health: EWMAs and the healthy / degraded / unhealthy state machine with hysteresis."""
+"""Model health: EWMAs and the healthy / degraded / unhealthy state machine with hysteresis, and
+the observation of whole (non-streamed) answers."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 
+from application.health import HealthMonitor, ObservedProviders
+from domain.chat import (
+    ChatMessage,
+    ChatRequest,
+    Chunk,
+    Finish,
+    FinishReason,
+    Role,
+    TextDelta,
+    Usage,
+    UsageChunk,
+)
+from domain.errors import UpstreamUnavailable
 from domain.health import HealthState, HealthThresholds, ModelHealth, Observation
+from tests.unit.chat_fakes import FixedClock, SequentialIds
+from tests.unit.fakes import FakeUnitOfWorkFactory
 
 LIMITS = HealthThresholds(alpha=0.5, degraded_error_rate=0.2, unhealthy_error_rate=0.5, degraded_ttft_s=2.0,
                           degraded_latency_s=10.0, unhealthy_consecutive_failures=3, min_samples=2, recovery=0.8)
@@ -65,3 +83,54 @@ def test_state_levels_are_the_gauge_values() -> None:
 def test_thresholds_validate() -> None:
     with pytest.raises(ValueError):
         HealthThresholds(degraded_error_rate=0.6, unhealthy_error_rate=0.5)
+
+
+class _Answers:
+    """A provider client answering "hi"; ``whole``: it also has ``complete``. Records the ways."""
+
+    def __init__(self, name: str, *, whole: bool, fail: bool = False) -> None:
+        self.name = name
+        self.ways: list[str] = []
+        self._fail = fail
+        if whole:
+            self.complete = self._complete
+
+    async def stream(self, upstream_model: str, request: ChatRequest) -> AsyncIterator[Chunk]:
+        self.ways.append("stream")
+        for chunk in self._chunks():
+            yield chunk
+
+    async def _complete(self, upstream_model: str, request: ChatRequest) -> AsyncIterator[Chunk]:
+        self.ways.append("whole")
+        for chunk in self._chunks():
+            yield chunk
+
+    def _chunks(self) -> list[Chunk]:
+        if self._fail:
+            raise UpstreamUnavailable("down", provider=self.name)
+        return [TextDelta("hi"), UsageChunk(Usage(input_tokens=1, output_tokens=1)), Finish(FinishReason.STOP)]
+
+
+class _Clients:
+    def __init__(self, *clients: _Answers) -> None:
+        self.clients = {c.name: c for c in clients}
+
+    def get(self, name: str) -> _Answers:
+        return self.clients[name]
+
+
+async def test_a_whole_answer_is_observed_for_latency_and_errors_not_for_first_tokens() -> None:
+    clients = _Clients(_Answers("w", whole=True), _Answers("s", whole=False), _Answers("x", whole=True, fail=True))
+    monitor = HealthMonitor(uow=FakeUnitOfWorkFactory(), clock=FixedClock(step=0.25), ids=SequentialIds(), tenant_id="t")
+    observed = ObservedProviders(clients, monitor, FixedClock(step=0.25))  # type: ignore[arg-type]
+    ask = ChatRequest(messages=(ChatMessage(Role.USER, "hello"),))
+    for name in ("w", "s"):
+        chunks = [c async for c in observed.get(name).complete("m", ask)]  # type: ignore[attr-defined]
+        assert [type(c) for c in chunks] == [TextDelta, UsageChunk, Finish]
+    assert clients.get("w").ways == ["whole"] and clients.get("s").ways == ["stream"]  # no complete: streamed
+    with pytest.raises(UpstreamUnavailable):
+        [c async for c in observed.get("x").complete("m", ask)]  # type: ignore[attr-defined]
+    health = {h.provider: h for h in monitor.snapshot()}
+    assert health["w"].latency_s == pytest.approx(0.25) and health["w"].ttft_s is None
+    assert health["w"].samples == 1 and health["w"].error_rate == 0.0
+    assert health["x"].error_rate == 1.0 and health["x"].consecutive_failures == 1
