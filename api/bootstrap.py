@@ -29,6 +29,7 @@ from api.auth import Authenticator
 from api.grpc.chat import ChatServicer
 from api.grpc.server import build_grpc_server, mark_serving
 from api.rest.app import create_rest_app
+from api.rest.coalescing import CoalescingHttpToolsProtocol
 from api.settings import Settings
 from application.catalog import RegistryCatalog
 from application.chat import CompleteChat, StreamChat
@@ -280,7 +281,7 @@ class Backend:
             self._tasks.append(asyncio.create_task(follow_tenant_switches(
                 self.memory_hook, self._bus.js, self._stop, stream=self._bus.stream,
             ), name="memory-tenant-switches"))
-        config = uvicorn.Config(app, loop="none", lifespan="on", log_config=None, access_log=False, proxy_headers=False,  # api.auth.TrustedProxies decides
+        config = uvicorn.Config(app, http=CoalescingHttpToolsProtocol, loop="none", lifespan="on", log_config=None, access_log=False, proxy_headers=False,  # api.auth.TrustedProxies decides
                                 timeout_graceful_shutdown=5)
         self._http = _QuietServer(config)
         self._tasks.append(asyncio.create_task(self._http.serve(sockets=[http_sock]), name="http"))
