@@ -1,4 +1,4 @@
-"""What one request used and cost (an entity, mapped imperatively by the persistence adapter)."""
+"""What one request used and cost: a value the persistence adapter writes as a ``usage_records`` row."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ FINISH_CANCELLED = "cancelled"
 """``finish_reason`` of a usage row whose client went away mid-answer."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class UsageRecord:
     request_id: str
     tenant_id: str

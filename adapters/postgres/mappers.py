@@ -10,7 +10,6 @@ from sqlalchemy.orm import composite, registry
 from adapters.postgres import tables
 from domain.cost import Price
 from domain.registry import ModelRoute, ProviderSpec
-from domain.usage import UsageRecord
 
 __all__ = ["mapper_registry", "start_mappers"]
 
@@ -24,7 +23,6 @@ def start_mappers() -> None:
     with _lock:
         if _started:
             return
-        mapper_registry.map_imperatively(UsageRecord, tables.usage_records)
         mapper_registry.map_imperatively(ProviderSpec, tables.providers)
         mapper_registry.map_imperatively(
             ModelRoute,
