@@ -24,25 +24,27 @@ class AutocommitConnection:
     def __init__(self, engine: AsyncEngine, *, synchronous_commit: bool = True) -> None:
         self._engine = engine
         self._conn: AsyncConnection | None = None
+        self._driver: Any = None  # the asyncpg connection under ``_conn``, looked up once
         self._synchronous = synchronous_commit
 
     async def execute(self, sql: str, *args: Any, what: str) -> None:
         try:
             async with translate_errors(what):
-                if self._conn is None:
+                driver = self._driver
+                if driver is None:
                     conn = await self._engine.connect()
                     self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    driver = (await self._conn.get_raw_connection()).driver_connection
                     if not self._synchronous:
-                        raw = await self._conn.get_raw_connection()
-                        await raw.driver_connection.execute("SET synchronous_commit = off")  # type: ignore[union-attr]
-                raw = await self._conn.get_raw_connection()
-                await raw.driver_connection.execute(sql, *args)  # type: ignore[union-attr]
+                        await driver.execute("SET synchronous_commit = off")
+                    self._driver = driver
+                await driver.execute(sql, *args)
         except BaseException:
             await self._drop()
             raise
 
     async def _drop(self) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._driver = self._conn, None, None
         if conn is not None:
             try:
                 await conn.invalidate()
@@ -51,7 +53,7 @@ class AutocommitConnection:
                 pass
 
     async def aclose(self) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._driver = self._conn, None, None
         if conn is not None:
             if not self._synchronous:
                 try:
