@@ -441,6 +441,7 @@ class OpenAIProvider:
             http_client=http_client or sdk_http_client(openai.DefaultAsyncHttpxClient, connect_timeout=connect_timeout),
         )
         self._heads: dict[str, _SdkRequestHead] = {}
+        self._transports: dict[str, httpx2.AsyncBaseTransport] = {}
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIProvider(name={self.name!r}, base_url={str(self._client.base_url)!r})"
@@ -452,32 +453,39 @@ class OpenAIProvider:
         return translate_openai_error(exc, provider=self.name, secret=self._api_key)
 
     async def _post(self, path: str, body: bytes, *, stream: bool = False) -> httpx2.Response:
-        """POST ``body`` to ``path``: the SDK's request (URL, auth and SDK headers, timeout) sent by
-        the SDK's HTTP client; a 4xx/5xx raises the SDK's own status error, a transport failure its
+        """POST ``body`` to ``path``: the SDK's request (URL, auth and SDK headers, timeout) sent
+        through the transport the SDK's HTTP client picks for that URL (its proxy mounts
+        included); a 4xx/5xx raises the SDK's own status error, a transport failure its
         ``APITimeoutError``/``APIConnectionError``, as ``AsyncOpenAI.post`` does (with retries off).
 
         The SDK builds the request head once per path (``_SdkRequestHead``), not per call: its
         per-call option models and header merging were ~0.4 ms of CPU per request, more than the
-        HTTP client itself. Clients whose credentials change per request (workload identity,
-        provider runtimes) keep the SDK's full path."""
+        HTTP client itself. The HTTP client's own layers (auth flow, redirects — the SDK follows
+        none —, event hooks, its cookie jar) are skipped for the same reason. Clients whose
+        credentials change per request (workload identity, provider runtimes) keep the SDK's
+        full path."""
         head = self._heads.get(path)
         if head is None:
             head = self._heads[path] = await _SdkRequestHead.build(self._client, path)
         if head.dynamic:
             return await self._client.post(path, cast_to=httpx2.Response, content=body, options=_AUTH, stream=stream)
-        http = self._client._client
         request = head.request(body)
+        transport = self._transports.get(path)
+        if transport is None:
+            transport = self._transports[path] = self._client._client._transport_for_url(head.url)
         try:
-            response = await http.send(request, stream=stream)
+            response = await transport.handle_async_request(request)
+            response.request = request
+            if not stream or response.status_code >= 400:  # read whole: the connection goes back to the pool
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
         except httpx2.TimeoutException as exc:
             raise openai.APITimeoutError(request=request) from exc
         except httpx2.HTTPError as exc:
             raise openai.APIConnectionError(request=request) from exc
         if response.status_code >= 400:
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
             raise self._client._make_status_error_from_response(response)
         return response
 

@@ -95,3 +95,32 @@ async def test_a_client_with_per_request_credentials_keeps_the_sdks_full_path(se
         await provider.aclose()
     keys = [headers["idempotency-key"] for _, _, headers, _ in seen]
     assert len(set(keys)) == 2
+
+
+class _Counting(httpx2.AsyncBaseTransport):
+    """A real HTTP transport that counts the requests it carries."""
+
+    def __init__(self) -> None:
+        self.inner = httpx2.AsyncHTTPTransport()
+        self.sent = 0
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        self.sent += 1
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_the_transport_is_the_one_the_sdks_client_mounts_for_the_url(server) -> None:
+    base_url, seen = server
+    mounted, default = _Counting(), _Counting()
+    http = httpx2.AsyncClient(transport=default, mounts={"http://127.0.0.1": mounted})
+    provider = OpenAIProvider("p", api_key="sk-test", base_url=base_url, http_client=http)
+    try:
+        response = await provider._post("/chat/completions", b'{"a":1}')
+        await provider._post("/chat/completions", b'{"a":2}')
+    finally:
+        await provider.aclose()
+    assert (mounted.sent, default.sent) == (2, 0)  # e.g. a proxy mounted for the provider's host
+    assert response.json() == {"ok": True} and len(seen) == 2
