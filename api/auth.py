@@ -185,6 +185,7 @@ class TrustedProxies:
         self._networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
             ipaddress.ip_network(n.strip(), strict=False) for n in networks if n.strip()
         )
+        self._peers: dict[str, tuple[bool, str]] = {}  # peer -> (trusted, normalised); peers are few
 
     @classmethod
     def parse(cls, spec: str) -> TrustedProxies:
@@ -202,16 +203,24 @@ class TrustedProxies:
         return tuple(str(n) for n in self._networks)
 
     def trusts(self, address: str) -> bool:
-        parsed = _address(address)
-        return parsed is not None and any(parsed in n for n in self._networks)
+        return self._peer(address)[0]
+
+    def _peer(self, address: str) -> tuple[bool, str]:
+        known = self._peers.get(address)
+        if known is None:
+            parsed = _address(address)
+            known = (parsed is not None and any(parsed in n for n in self._networks), str(parsed))
+            if len(self._peers) < 4096:
+                self._peers[address] = known
+        return known
 
     def client(self, peer: str, forwarded: Iterable[str] = ()) -> str:
         """The client's address: ``peer`` (the connecting address) or, for a trusted peer, the
         nearest untrusted hop of the ``x-forwarded-for`` values ``forwarded`` (in header order)."""
-        if not self.trusts(peer):
+        trusted, nearest = self._peer(peer)
+        if not trusted:
             return peer
         hops = [hop.strip() for value in forwarded for hop in value.split(",") if hop.strip()]
-        nearest = str(_address(peer))
         for hop in reversed(hops):
             parsed = _address(_strip_port(hop))
             if parsed is None:
