@@ -271,10 +271,12 @@ class StreamChat:
         """``__call__`` with a choice: ``read_ahead=False`` is for a consumer that wants the whole
         answer at once (``CompleteChat``). The provider is read in the consumer's own task, without
         the bounded buffer's reader task and queue (backpressure buys nothing there), and asked for
-        the whole answer in one non-streaming call when its client can (``whole_answer``) and no
-        hedge is armed (a hedge races first tokens, so it streams). That call has the total
-        timeout instead of the first-token one, and teaches the health monitor latency, not time
-        to first token. Settlement before ``Finish`` is the same either way."""
+        the whole answer in one non-streaming call (``whole_answer``) when no hedge is armed (a
+        hedge races first tokens, so it streams) and the model, healthy, usually answers whole in
+        under a quarter of the first-token timeout (``RuntimeView.answers_well_within``): that
+        timeout then bounds the whole answer, so a stalled provider is left as soon as with a
+        stream. Such a call teaches the health monitor latency, not time to first token.
+        Settlement before ``Finish`` is the same either way."""
         limiter, definitions = self._limiter, self._definitions
         if limiter is not None and definitions is not None and not await definitions.rate_limits(principal.tenant_id):
             limiter = None  # the tenant has no rate limits: nothing to ask Redis
@@ -467,9 +469,11 @@ class StreamChat:
     ) -> tuple[AsyncIterator[Chunk], Chunk | None]:
         view = self.routing.view
         loop = asyncio.get_running_loop()
-        timeouts = self.routing.settings.timeouts
-        # the whole answer in one call: nothing arrives before all of it, so the total timeout applies
-        timeout = timeouts.total_s if whole else timeouts.first_token_s
+        timeout = self.routing.settings.timeouts.first_token_s
+        # the whole answer in one call: only from a model that usually answers completely well
+        # within the first-token timeout, which then bounds the whole answer as it bounds a first
+        # token (a stall is caught as soon); any other model streams
+        whole = whole and view.answers_well_within(route.provider, route.upstream_model, timeout)
         view.started(route.provider, route.upstream_model)
         began = loop.time()
         if whole:

@@ -469,18 +469,25 @@ class OpenAIProvider:
             head = self._heads[path] = await _SdkRequestHead.build(self._client, path)
         if head.dynamic:
             return await self._client.post(path, cast_to=httpx2.Response, content=body, options=_AUTH, stream=stream)
+        http = self._client._client
+        if http.is_closed:  # as the HTTP client says for a request after its close
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
         request = head.request(body)
         transport = self._transports.get(path)
         if transport is None:
-            transport = self._transports[path] = self._client._client._transport_for_url(head.url)
+            transport = self._transports[path] = http._transport_for_url(head.url)
+        whole = None if stream else getattr(transport, "send_whole", None)  # AiohttpTransport's
         try:
-            response = await transport.handle_async_request(request)
-            response.request = request
-            if not stream or response.status_code >= 400:  # read whole: the connection goes back to the pool
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
+            if whole is not None:
+                response = await whole(request)
+            else:
+                response = await transport.handle_async_request(request)
+                response.request = request
+                if not stream or response.status_code >= 400:  # read whole: the connection goes back to the pool
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
         except httpx2.TimeoutException as exc:
             raise openai.APITimeoutError(request=request) from exc
         except httpx2.HTTPError as exc:
@@ -500,7 +507,10 @@ class OpenAIProvider:
         finish: FinishReason | None = None
         usage: Usage | None = None
         events = SSEDataLines()
-        reads = response.aiter_bytes()
+        # an identity body (the rule for event streams) is read straight from the transport's
+        # stream, without httpx2's decoder chain per chunk; an encoded one through it
+        encoded = "content-encoding" in response.headers
+        reads = response.aiter_bytes() if encoded else aiter(response.stream)  # type: ignore[arg-type]
         done = False
         try:  # closes the HTTP response however this generator ends
             while not done:

@@ -55,6 +55,15 @@ class RuntimeView:
         key = breaker_key(provider, model)
         self.ttft[key] = self.ttft.get(key, LatencyEstimate()).observe(seconds)
 
+    def answers_well_within(self, provider: str, model: str, seconds: float, margin: float = 4.0) -> bool:
+        """Whether this model, healthy, usually gives a whole answer in under ``seconds / margin``
+        (its latency EWMA): then a whole answer asked for in one call is bounded by ``seconds`` as
+        safely as a stream's first token is (an answer of ``margin`` times its usual length still
+        fits), and a stall is caught as soon. Without a latency sample yet: False."""
+        key = breaker_key(provider, model)
+        latency = self.latency_s.get(key)
+        return latency is not None and latency * margin <= seconds and key not in self.not_healthy
+
     def ttft_p95(self, provider: str, model: str) -> float | None:
         found = self.ttft.get(breaker_key(provider, model))
         return None if found is None else found.p95

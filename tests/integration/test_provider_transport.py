@@ -148,6 +148,37 @@ async def test_bodies_both_ways_headers_and_content_encoding() -> None:
     assert len(accepted) == 1  # both on one kept-alive connection
 
 
+async def test_a_whole_read_decodes_the_body_keeps_the_connection_and_maps_failures() -> None:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            _, body = await read_request(reader)
+            if body == b"cut":
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly a part")
+                await writer.drain()
+                return
+            payload = gzip.compress(b"echo:" + body)
+            writer.write(
+                b"HTTP/1.1 429 Too Many Requests\r\ncontent-encoding: gzip\r\nretry-after: 3\r\nx-multi: a\r\n"
+                b"x-multi: b\r\ncontent-length: %d\r\n\r\n%s" % (len(payload), payload)
+            )
+            await writer.drain()
+
+    transport = AiohttpTransport()
+    try:
+        async with serving(echo) as (url, accepted):
+            for body in (b'{"a": 1}', b'{"b": 2}'):
+                response = await transport.send_whole(httpx2.Request("POST", url, content=body))
+                assert (response.status_code, response.reason_phrase) == (429, "Too Many Requests")
+                assert response.content == b"echo:" + body  # decoded once, by aiohttp
+                assert "content-encoding" not in response.headers and response.headers["retry-after"] == "3"
+                assert response.headers.get_list("x-multi") == ["a", "b"]
+            assert len(accepted) == 1  # the connection went back to the pool after each read
+            with pytest.raises(httpx2.RemoteProtocolError):
+                await transport.send_whole(httpx2.Request("POST", url, content=b"cut"))
+    finally:
+        await transport.aclose()
+
+
 async def test_a_response_read_to_the_end_keeps_its_connection_one_closed_early_drops_it() -> None:
     closed_at: list[float] = []
 

@@ -43,10 +43,10 @@ from domain.errors import (
     RateLimitExceeded,
     Unavailable,
     UpstreamInvalidRequest,
-    UpstreamTimeout,
     UpstreamUnavailable,
 )
 from domain.events import ChatCompleted, ChatTurnCompleted, DomainEvent, RouteDecided
+from domain.health import HealthState, ModelHealth
 from domain.identity import Principal
 from domain.registry import ModelRoute, ProviderKind, ProviderSpec
 from domain.routing import (
@@ -335,37 +335,47 @@ async def test_a_hedged_request_wins_when_the_first_is_slow_and_the_loser_is_clo
 # --- whole answers -------------------------------------------------------------------------------
 
 
-async def test_a_client_that_wants_the_whole_answer_gets_it_from_one_non_streaming_call() -> None:
-    r = await rig({"a": [answer("Hel", "lo")]}, whole=True)
+def answers_in(r: Rig, seconds: float, provider: str = "pa", model: str = "up-a", state: HealthState = HealthState.HEALTHY) -> None:
+    """What the health monitor would have told routing: the model's latency EWMA and state."""
+    r.chat.routing.view.update_health(ModelHealth(provider, model, state=state, latency_s=seconds, samples=5))
+
+
+async def test_a_client_that_wants_the_whole_answer_gets_it_in_one_call_from_a_model_known_to_answer_fast() -> None:
+    r = await rig({"a": [answer("Hel", "lo")]}, whole=True,
+                  timeouts=Timeouts(connect_s=0.5, first_token_s=4, total_s=60))
     provider = r.providers.get("pa")
     assert isinstance(provider, Whole)
-    whole = await CompleteChat(r.chat)(T1, ask())
+    complete = CompleteChat(r.chat)
+    assert (await complete(T1, ask())).text == "Hello"  # no latency known yet: streamed
+    answers_in(r, 0.9)  # a quarter of the first-token timeout is 1 s
+    whole = await complete(T1, ask())
     assert whole.text == "Hello" and whole.usage.output_tokens == 10
-    streamed = await r.collect(ask())
-    assert texts(streamed) == "Hello"
-    assert provider.ways == ["whole", "stream"]
-    assert len(r.settled.calls) == 2  # settled alike
-    assert r.chat.routing.view.ttft_p95("pa", "up-a") is not None  # learnt from the stream
+    assert texts(await r.collect(ask())) == "Hello"  # a streaming client is streamed
+    answers_in(r, 1.5)  # usually slower than a quarter of the timeout: streamed
+    assert (await complete(T1, ask())).text == "Hello"
+    answers_in(r, 0.1, state=HealthState.DEGRADED)  # not healthy: streamed
+    assert (await complete(T1, ask())).text == "Hello"
+    assert provider.ways == ["stream", "whole", "stream", "stream", "stream"]
+    assert len(r.settled.calls) == 5  # settled alike
 
 
-async def test_a_whole_answer_waits_for_the_total_timeout_not_the_first_token_one() -> None:
-    slow = [Pause(0.2), *answer("slow", "but", "whole")]
-    r = await rig({"a": [slow]}, whole=True, retry=RetryPolicy(max_attempts=1),
-                  timeouts=Timeouts(connect_s=0.05, first_token_s=0.05, total_s=5))
+async def test_a_stalled_whole_answer_is_left_after_the_first_token_timeout_like_a_stream() -> None:
+    r = await rig({"a": [[Pause(5), *answer("late")]], "b": [answer("from b")]}, whole=True,
+                  fallbacks={"a": ("b",)}, retry=RetryPolicy(max_attempts=1),
+                  timeouts=Timeouts(connect_s=0.05, first_token_s=0.2, total_s=5))
+    answers_in(r, 0.01)
+    answers_in(r, 0.01, provider="pb", model="up-b")
     whole = await CompleteChat(r.chat)(T1, ask())
-    assert whole.text == "slowbutwhole"
-    assert r.chat.routing.view.ttft_p95("pa", "up-a") is None  # nothing learnt about first tokens
-    with pytest.raises(UpstreamTimeout):  # a stream's first token gets first_token_s
-        await r.collect(ask())
-    short = await rig({"a": [slow]}, whole=True, retry=RetryPolicy(max_attempts=1),
-                      timeouts=Timeouts(connect_s=0.05, first_token_s=0.05, total_s=0.1))
-    with pytest.raises(UpstreamTimeout):  # and the whole answer the total timeout
-        await CompleteChat(short.chat)(T1, ask())
+    assert whole.text == "from b"
+    assert whole.finish.metadata is not None and whole.finish.metadata.fallbacks_tried == ("a",)
+    assert r.providers.get("pa").ways == ["whole"] and r.providers.get("pa").closed == ["up-a"]  # type: ignore[attr-defined]
+    assert r.chat.routing.view.ttft_p95("pb", "up-b") is None  # a whole answer is no first-token sample
 
 
 async def test_with_a_hedge_armed_a_whole_answer_is_streamed_so_first_tokens_can_race() -> None:
     r = await rig({"a": [[Pause(5), *answer("slow a")]], "b": [answer("fast b")]}, whole=True,
                   fallbacks={"a": ("b",)}, hedging=HedgingPolicy(enabled=True, min_delay_s=0.02, default_delay_s=0.02))
+    answers_in(r, 0.01)
     whole = await CompleteChat(r.chat)(T1, ask())
     assert whole.text == "fast b" and whole.finish.metadata is not None and whole.finish.metadata.hedged
     ways = [w for name in ("pa", "pb") for w in r.providers.get(name).ways]  # type: ignore[attr-defined]
