@@ -13,7 +13,7 @@ from adapters.telemetry.logging import configure_logging
 from adapters.telemetry.tracing import configure_tracing
 from api.settings import Settings
 
-__all__ = ["run_serve", "run_worker", "tune_gc"]
+__all__ = ["observability", "run_serve", "run_worker", "tune_gc"]
 
 log = structlog.get_logger("lumina")
 
@@ -26,7 +26,8 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-def _observability(settings: Settings, service: str) -> None:
+def observability(settings: Settings, service: str) -> None:
+    """Logging and tracing of one long-running process, from ``settings``."""
     configure_logging(level=settings.log_level, fmt=settings.log_format, service=service)
     configure_tracing(service, settings.traces)
 
@@ -50,7 +51,7 @@ def tune_gc(young: int = 10_000) -> None:
 async def serve(settings: Settings) -> None:
     from api.bootstrap import build_backend
 
-    _observability(settings, "lumina-backend")
+    observability(settings, "lumina-backend")
     stop = _stop_event()
     backend = build_backend(settings)
     try:
@@ -66,7 +67,7 @@ async def serve(settings: Settings) -> None:
 async def work(settings: Settings) -> None:
     from api.bootstrap import build_worker
 
-    _observability(settings, "lumina-worker")
+    observability(settings, "lumina-worker")
     stop = _stop_event()
     worker = await build_worker(settings)
     try:

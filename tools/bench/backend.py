@@ -14,7 +14,7 @@ import uvloop
 
 from api.bootstrap import build_backend
 from api.identity import first_start
-from api.runtime import tune_gc
+from api.runtime import observability, tune_gc
 from api.settings import load_settings
 
 __all__ = ["main"]
@@ -29,6 +29,7 @@ async def _serve(args: argparse.Namespace) -> None:
         backend_processes=args.processes,
         usage_commit=os.environ.get("LUMINA_USAGE_COMMIT", "durable"),
     )
+    observability(settings, "lumina-backend")  # logging and tracing as `lumina serve` sets them up
     if not args.sibling:
         await first_start(settings, args.database_url)
     backend = build_backend(settings)
