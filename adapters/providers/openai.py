@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import httpx2
 import msgspec
@@ -64,6 +64,8 @@ __all__ = [
     "to_openai_params",
     "to_usage",
 ]
+
+T = TypeVar("T")
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEEPSEEK_BASE_URL = "https://api.deepseek.com"
@@ -496,6 +498,18 @@ class OpenAIProvider:
             raise self._client._make_status_error_from_response(response)
         return response
 
+    async def _call(self, path: str, params: dict[str, Any], decoder: msgspec.json.Decoder[T], what: str) -> tuple[T, httpx2.Response]:
+        """POST ``params`` as JSON to ``path``; the body decoded by ``decoder`` (domain errors for
+        the SDK's, ``UpstreamUnavailable`` for a body that does not decode), and the response."""
+        try:
+            response = await self._post(path, _ENCODER.encode(params))
+        except openai.OpenAIError as exc:
+            raise self._error(exc) from exc
+        try:
+            return decoder.decode(response.content), response
+        except msgspec.DecodeError as exc:
+            raise UpstreamUnavailable(f"malformed {what}", provider=self.name) from exc
+
     async def stream(self, upstream_model: str, request: ChatRequest) -> AsyncIterator[Chunk]:
         """Reasoning, text and tool-call deltas as they come, then at most one ``UsageChunk`` and
         exactly one ``Finish``. ``aclose()`` on the iterator closes the upstream response."""
@@ -579,14 +593,7 @@ class OpenAIProvider:
         would have produced: the reasoning, the text, each tool call whole, then at most one
         ``UsageChunk`` and exactly one ``Finish``."""
         params = to_openai_params(upstream_model, request, max_tokens_param=self._max_tokens_param, stream=False)
-        try:
-            response = await self._post("/chat/completions", _ENCODER.encode(params))
-        except openai.OpenAIError as exc:
-            raise self._error(exc) from exc
-        try:
-            answer = _COMPLETION_DECODER.decode(response.content)
-        except msgspec.DecodeError as exc:
-            raise UpstreamUnavailable("malformed completion", provider=self.name) from exc
+        answer, response = await self._call("/chat/completions", params, _COMPLETION_DECODER, "completion")
         if answer.error:
             err = _stream_error(answer.error, response)
             raise self._error(err) from err
@@ -624,14 +631,7 @@ class OpenAIProvider:
         params: dict[str, Any] = {"model": upstream_model, "input": list(request.inputs), "encoding_format": "float"}
         if request.dimensions is not None:
             params["dimensions"] = request.dimensions
-        try:
-            response = await self._post("/embeddings", _ENCODER.encode(params))
-        except openai.OpenAIError as exc:
-            raise self._error(exc) from exc
-        try:
-            result = _EMBEDDINGS_DECODER.decode(response.content)
-        except msgspec.DecodeError as exc:
-            raise UpstreamUnavailable("malformed embeddings response", provider=self.name) from exc
+        result, _ = await self._call("/embeddings", params, _EMBEDDINGS_DECODER, "embeddings response")
         rows = sorted(result.data, key=lambda d: d.index)
         if len(rows) != len(request.inputs):
             raise UpstreamUnavailable(
