@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import httpx2
@@ -335,6 +335,27 @@ def _reasoning(delta: DeltaWire) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _delta_chunks(delta: DeltaWire, *, whole: bool) -> Iterator[Chunk]:
+    """The domain chunks of one delta, or of a whole message (``whole``: its tool calls carry no
+    index and are numbered in order)."""
+    if delta.reasoning_content is not None or delta.reasoning is not None:
+        reasoning = _reasoning(delta)
+        if reasoning:
+            yield ReasoningDelta(text=reasoning)
+    if delta.content:
+        yield TextDelta(text=delta.content)
+    if delta.refusal:
+        yield TextDelta(text=delta.refusal)
+    for position, call in enumerate(delta.tool_calls or ()):
+        fn = call.function
+        yield ToolCallDelta(
+            index=position if whole else call.index,
+            id=call.id or None,
+            name=(fn.name or None) if fn is not None else None,
+            arguments_fragment=(fn.arguments or "") if fn is not None else "",
+        )
+
+
 def _error_event(data: bytes) -> Any:
     """The ``error`` member of an event that is a JSON object with a truthy one, else None."""
     try:
@@ -561,22 +582,8 @@ class OpenAIProvider:
                             continue
                         delta = choice.delta
                         if delta is not None:
-                            if delta.reasoning_content is not None or delta.reasoning is not None:
-                                reasoning = _reasoning(delta)
-                                if reasoning:
-                                    yield ReasoningDelta(text=reasoning)
-                            if delta.content:
-                                yield TextDelta(text=delta.content)
-                            if delta.refusal:
-                                yield TextDelta(text=delta.refusal)
-                            for call in delta.tool_calls or ():
-                                fn = call.function
-                                yield ToolCallDelta(
-                                    index=call.index,
-                                    id=call.id or None,
-                                    name=(fn.name or None) if fn is not None else None,
-                                    arguments_fragment=(fn.arguments or "") if fn is not None else "",
-                                )
+                            for part in _delta_chunks(delta, whole=False):
+                                yield part
                         if choice.finish_reason:
                             finish = _FINISH.get(choice.finish_reason, FinishReason.STOP)
         finally:
@@ -603,21 +610,8 @@ class OpenAIProvider:
                 continue
             message = choice.message
             if message is not None:
-                reasoning = _reasoning(message)
-                if reasoning:
-                    yield ReasoningDelta(text=reasoning)
-                if message.content:
-                    yield TextDelta(text=message.content)
-                if message.refusal:
-                    yield TextDelta(text=message.refusal)
-                for index, call in enumerate(message.tool_calls or ()):
-                    fn = call.function
-                    yield ToolCallDelta(
-                        index=index,
-                        id=call.id or None,
-                        name=(fn.name or None) if fn is not None else None,
-                        arguments_fragment=(fn.arguments or "") if fn is not None else "",
-                    )
+                for part in _delta_chunks(message, whole=True):
+                    yield part
             if choice.finish_reason:
                 finish = _FINISH.get(choice.finish_reason, FinishReason.STOP)
             break
