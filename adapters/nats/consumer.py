@@ -72,7 +72,7 @@ async def consume(
         while not stop.is_set():
             try:
                 messages = await sub.fetch(batch, timeout=fetch_timeout)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats' own, and the bare one fetch raises when its deadline ran out under load
                 continue
             except nats.js.errors.APIError as exc:
                 # a status the server answers a pull with under load (e.g. 408/409): not a lost

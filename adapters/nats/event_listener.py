@@ -41,7 +41,7 @@ async def listen_events(
         while not stop.is_set():
             try:
                 msg = await sub.next_msg(timeout=0.5)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats' own (a subclass), or a bare one from its client under load
                 continue
             try:
                 event = decode_event(msg.data)
