@@ -39,6 +39,7 @@ from adapters.onnx import (
     OnnxEmbedder,
 )
 from adapters.onnx.embedder import DEFAULT_MODEL_DIR
+from adapters.postgres.engine import create_engine
 from adapters.postgres.memory_store import PostgresMemoryStore
 from adapters.postgres.tenant_policies import (
     PostgresTenantMemory,
@@ -164,6 +165,7 @@ class MemoryModule:
         return create_memory_router(self.use)
 
     async def aclose(self) -> None:
+        await self.store.aclose()
         if self.redis is not None:
             await self.redis.aclose()
             self.redis = None
@@ -208,8 +210,13 @@ async def open_memory(
         redis = Redis.from_url(settings.redis_url)
         vectors = CachedVectorStore(pg, redis, namespace=collection, ttl_seconds=settings.memory_cache_seconds)
     cached = CachedEmbedder(embedder, MemoryEmbeddingCache(10_000))
-    # the store also answers the whole hybrid query in one statement over the pgvector collection
-    store = PostgresMemoryStore(engine, search_collection=collection)
+    # the store also answers the whole hybrid query in one statement over the pgvector collection;
+    # its cheap reads (the count a user without memories costs every chat request) use a pool of
+    # their own without a pre-ping round trip per checkout: a read that meets a connection the
+    # server dropped fails (memory is skipped for that request) and the connection is replaced
+    slots = max(1, settings.db_pool_size // 2)
+    reads = create_engine(settings.database_url, pool_size=slots, pre_ping=False) if settings.database_url else None
+    store = PostgresMemoryStore(engine, search_collection=collection, read_engine=reads)
     # provider calls memory makes on its own are usage rows and budget charges (application.memory.metering)
     meter = RecordProviderUsage(UnitOfWorkSettlements(uow), ids, clock, budgets) if uow is not None else None
     ingest = IngestTurns(store, vectors, cached, ids)
@@ -218,7 +225,7 @@ async def open_memory(
         from adapters.vectorstores.cache import CachedHybridSearch
 
         hybrid = CachedHybridSearch(store, store, redis, namespace=collection, ttl_seconds=settings.memory_cache_seconds)
-    search = SearchMemory(store, vectors, cached, clock, hybrid=hybrid, max_concurrent=max(1, settings.db_pool_size // 2))
+    search = SearchMemory(store, vectors, cached, clock, hybrid=hybrid, max_concurrent=slots)
     if isinstance(embedder, ProviderEmbedder) and isinstance(embedder.embed_texts, MeteredEmbedTexts):
         embedder.embed_texts.meter = meter
         # each piece of work names the tenant and user its provider embeddings are charged to

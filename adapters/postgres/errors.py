@@ -37,6 +37,8 @@ _UNREACHABLE = (
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # a connection whose protocol state broke (e.g. the server ended it mid-call)
+    asyncpg.exceptions.AdminShutdownError,  # the server ended the connection (restart, pg_terminate_backend)
 )
 
 

@@ -220,6 +220,9 @@ def _filter_sql(filters: MemoryFilter | None, params: dict[str, object]) -> list
     return clauses
 
 
+_COUNT_SQL = "SELECT coalesce(max(docs), 0) FROM memory_search_stats WHERE tenant_id = $1 AND user_id = $2"
+
+
 class PostgresMemoryRepository:
     def __init__(
         self,
@@ -234,12 +237,17 @@ class PostgresMemoryRepository:
         ef_search: int = 40,
         max_scan_tuples: int = 20_000,
         ef_per_result: int = EF_PER_RESULT,
+        read_engine: AsyncEngine | None = None,
     ) -> None:
+        """``read_engine``: the pool for the chat path's cheap reads (the memory count, full-text
+        search, reads of rows), e.g. one without a pre-ping round trip per checkout (default:
+        ``engine``)."""
         if scoring not in ("bm25", "ts_rank"):
             raise ValueError("scoring must be 'bm25' or 'ts_rank'")
         if k1 < 0 or not 0.0 <= b <= 1.0 or not 0.0 < cutoff <= 1.0:
             raise ValueError("BM25 needs k1 >= 0, 0 <= b <= 1 and 0 < cutoff <= 1")
         self._engine = engine
+        self._reads = read_engine or engine
         self._scoring = scoring
         self._k1 = k1
         self._b = b
@@ -294,20 +302,34 @@ class PostgresMemoryRepository:
             )
         return statement
 
+    async def aclose(self) -> None:
+        """Close the read pool when it is this repository's own (not ``engine``)."""
+        if self._reads is not self._engine:
+            await self._reads.dispose()
+
     @asynccontextmanager
     async def _read(self, what: str) -> AsyncIterator[AsyncConnection]:
         """A pooled connection in autocommit mode for reads: no BEGIN/ROLLBACK round trips (each
         statement reads its own snapshot)."""
-        async with translate_errors(what), self._engine.connect() as conn:
-            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+        async with translate_errors(what), self._reads.connect() as conn:
+            try:
+                yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+            except BaseException:
+                if self._reads is not self._engine:  # no pre-ping there: never hand a broken connection on
+                    await conn.invalidate()
+                raise
 
     async def count(self, tenant_id: str, user_id: str) -> int:
-        """From ``memory_search_stats`` (kept exact by the statement triggers on ``memories``)."""
-        statement = sa.text(
-            "SELECT coalesce(max(docs), 0) FROM memory_search_stats WHERE tenant_id = :tenant AND user_id = :user"
-        )
-        async with self._read("memory count") as conn:
-            return int((await conn.execute(statement, {"tenant": tenant_id, "user": user_id})).scalar_one())
+        """From ``memory_search_stats`` (kept exact by the statement triggers on ``memories``): one
+        statement on the driver's connection, outside any transaction (the chat path asks this for
+        every request of a user without memories)."""
+        async with translate_errors("memory count"), self._reads.connect() as conn:
+            try:
+                driver = (await conn.get_raw_connection()).driver_connection
+                return int(await driver.fetchval(_COUNT_SQL, tenant_id, user_id))  # type: ignore[union-attr]
+            except BaseException:
+                await conn.invalidate()  # whatever broke, the pool replaces this connection (no pre-ping)
+                raise
 
     async def latest(self, tenant_id: str, conversation_id: str) -> StoredMemory | None:
         statement = (
