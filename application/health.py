@@ -20,7 +20,6 @@ from domain.chat import ChatRequest, Chunk, EmbeddingRequest, Embeddings, ErrorC
 from domain.errors import (
     ContentFiltered,
     ContextLengthExceeded,
-    DomainError,
     InvalidRequest,
     UpstreamInvalidRequest,
 )
@@ -116,14 +115,10 @@ class _ObservedClient:
                 if isinstance(chunk, ErrorChunk):
                     ok = False
                 yield chunk
-        except DomainError as exc:
-            if _counts_against_provider(exc):
-                await self._monitor.observe(self.name, upstream_model, Observation(ok=False))
-            raise
         except GeneratorExit:
             raise  # the client went away: no verdict on the provider
-        except Exception:
-            await self._monitor.observe(self.name, upstream_model, Observation(ok=False))
+        except Exception as exc:
+            await self._failed(upstream_model, exc)
             raise
         else:
             total = self._clock.monotonic() - started
@@ -135,17 +130,18 @@ class _ObservedClient:
         started = self._clock.monotonic()
         try:
             chunks = [chunk async for chunk in whole_answer(self._inner, upstream_model, request)]
-        except DomainError as exc:
-            if _counts_against_provider(exc):
-                await self._monitor.observe(self.name, upstream_model, Observation(ok=False))
-            raise
-        except Exception:
-            await self._monitor.observe(self.name, upstream_model, Observation(ok=False))
+        except Exception as exc:
+            await self._failed(upstream_model, exc)
             raise
         ok = not any(isinstance(chunk, ErrorChunk) for chunk in chunks)
         await self._monitor.observe(self.name, upstream_model, Observation(ok=ok, latency_s=self._clock.monotonic() - started))
         for chunk in chunks:
             yield chunk
+
+    async def _failed(self, upstream_model: str, exc: Exception) -> None:
+        """A call that raised: a failure of the provider's, unless the request itself was at fault."""
+        if _counts_against_provider(exc):
+            await self._monitor.observe(self.name, upstream_model, Observation(ok=False))
 
     async def embed(self, upstream_model: str, request: EmbeddingRequest) -> Embeddings:
         return await self._inner.embed(upstream_model, request)
