@@ -37,7 +37,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from application.budgets.holds import HedgeHolds, RequestHolds, budget_subject
+from application.budgets.holds import (
+    HedgeHolds,
+    RequestHolds,
+    budget_subject,
+    release_reservation,
+)
 from application.budgets.reservations import Reservation
 from application.chat_hooks import ChatHook, CompletedTurn
 from application.ports import ProviderClients, Settlements, UnitOfWorkFactory
@@ -562,10 +567,7 @@ class StreamChat:
 
     async def _release(self, reservation: Reservation) -> None:
         assert self._budgets is not None
-        try:
-            await self._budgets.release(reservation)
-        except Unavailable as exc:
-            log.warning("budget reservation %s not released: %s", reservation.id, exc.message)
+        await release_reservation(self._budgets, reservation)
 
     # --- after the first byte ------------------------------------------------------------------
 

@@ -27,9 +27,18 @@ from domain.registry import ModelRoute
 if TYPE_CHECKING:
     from application.chat import ChatBudgets, ChatRateLimits
 
-__all__ = ["HedgeHolds", "RequestHolds", "budget_subject"]
+__all__ = ["HedgeHolds", "RequestHolds", "budget_subject", "release_reservation"]
 
 log = logging.getLogger("lumina.chat")
+
+
+async def release_reservation(budgets: ChatBudgets, reservation: Reservation) -> None:
+    """Give ``reservation`` back; a ledger that cannot be reached is logged, not raised (the hold
+    expires with its reservation's TTL)."""
+    try:
+        await budgets.release(reservation)
+    except Unavailable as exc:
+        log.warning("budget reservation %s not released: %s", reservation.id, exc.message)
 
 
 def budget_subject(principal: Principal, route: ModelRoute | None = None, model: str = "") -> BudgetSubject:
@@ -97,16 +106,9 @@ class RequestHolds:
         )
         return estimate, await budgets.reserve(budget_subject(self.principal, route), estimate, task=self.task)
 
-    async def release(self, reservation: Reservation) -> None:
-        assert self.budgets is not None
-        try:
-            await self.budgets.release(reservation)
-        except Unavailable as exc:
-            log.warning("budget reservation %s not released: %s", reservation.id, exc.message)
-
     def release_soon(self, reservation: Reservation | None) -> None:
         if reservation is not None and self.budgets is not None:
-            self._soon(self.release(reservation))
+            self._soon(release_reservation(self.budgets, reservation))
 
     def hedge(self, estimate: int, reservation: Reservation | None) -> HedgeHolds:
         return HedgeHolds(self, estimate, reservation)
