@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import httpx2
 import msgspec
 import openai
+from yarl import URL
 
 from adapters.providers.errors import translate_openai_error
-from adapters.providers.transport import sdk_http_client
+from adapters.providers.transport import WholeResponse, sdk_http_client
 from domain.chat import (
     ChatMessage,
     ChatRequest,
@@ -365,12 +366,12 @@ def _error_event(data: bytes) -> Any:
     return (value.get("error") or None) if isinstance(value, dict) else None
 
 
-def _stream_error(error: Any, response: httpx2.Response) -> openai.APIError:
+def _stream_error(error: Any, request: httpx2.Request) -> openai.APIError:
     """The SDK's own exception for an error event inside a stream (as ``AsyncStream`` raises it)."""
     message = error.get("message") if isinstance(error, dict) else None
     if not message or not isinstance(message, str):
         message = "An error occurred during streaming"
-    return openai.APIError(message=message, request=response.request, body=error)
+    return openai.APIError(message=message, request=request, body=error)
 
 
 def _transport_error(exc: Exception, response: httpx2.Response) -> openai.APIError:
@@ -393,6 +394,8 @@ class _SdkRequestHead(msgspec.Struct, frozen=True):
     headers: list[tuple[bytes, bytes]]  # raw, as on the wire (Host included), without Content-Length
     extensions: dict[str, Any]
     dynamic: bool
+    wire_url: URL  # the URL and headers as ``AiohttpTransport.post_whole`` takes them
+    wire_headers: list[tuple[str, str]]
 
     def request(self, body: bytes) -> httpx2.Request:
         """The POST of ``body``: the head as built, its ``Content-Length``, ``body`` read already
@@ -423,7 +426,11 @@ class _SdkRequestHead(msgspec.Struct, frozen=True):
         prototype = client._build_request(options)
         await client._prepare_request(prototype)
         headers = [(k, v) for k, v in prototype.headers.raw if k.lower() != b"content-length"]
-        return cls(url=prototype.url, headers=headers, extensions=dict(prototype.extensions), dynamic=dynamic)
+        return cls(
+            url=prototype.url, headers=headers, extensions=dict(prototype.extensions), dynamic=dynamic,
+            wire_url=URL(str(prototype.url), encoded=True),
+            wire_headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
+        )
 
 
 class OpenAIProvider:
@@ -475,7 +482,7 @@ class OpenAIProvider:
     def _error(self, exc: openai.OpenAIError) -> Exception:
         return translate_openai_error(exc, provider=self.name, secret=self._api_key)
 
-    async def _post(self, path: str, body: bytes, *, stream: bool = False) -> httpx2.Response:
+    async def _post(self, path: str, body: bytes, *, stream: bool = False) -> httpx2.Response | WholeResponse:
         """POST ``body`` to ``path``: the SDK's request (URL, auth and SDK headers, timeout) sent
         through the transport the SDK's HTTP client picks for that URL (its proxy mounts
         included); a 4xx/5xx raises the SDK's own status error, a transport failure its
@@ -486,7 +493,8 @@ class OpenAIProvider:
         HTTP client itself. The HTTP client's own layers (auth flow, redirects — the SDK follows
         none —, event hooks, its cookie jar) are skipped for the same reason. Clients whose
         credentials change per request (workload identity, provider runtimes) keep the SDK's
-        full path."""
+        full path. A whole answer through ``AiohttpTransport`` is its ``WholeResponse``
+        (``post_whole``: no ``httpx2`` request or response is built unless for an error)."""
         head = self._heads.get(path)
         if head is None:
             head = self._heads[path] = await _SdkRequestHead.build(self._client, path)
@@ -495,22 +503,29 @@ class OpenAIProvider:
         http = self._client._client
         if http.is_closed:  # as the HTTP client says for a request after its close
             raise RuntimeError("Cannot send a request, as the client has been closed.")
-        request = head.request(body)
         transport = self._transports.get(path)
         if transport is None:
             transport = self._transports[path] = http._transport_for_url(head.url)
-        whole = None if stream else getattr(transport, "send_whole", None)  # AiohttpTransport's
+        whole = None if stream else getattr(transport, "post_whole", None)  # AiohttpTransport's
+        if whole is not None:  # no httpx2 request or response unless for an error
+            try:
+                answer = await whole(head.wire_url, head.wire_headers, body, head.extensions)
+            except httpx2.TimeoutException as exc:
+                raise openai.APITimeoutError(request=head.request(body)) from exc
+            except httpx2.HTTPError as exc:
+                raise openai.APIConnectionError(request=head.request(body)) from exc
+            if answer.status_code >= 400:
+                raise self._client._make_status_error_from_response(answer.httpx(head.request(body)))
+            return answer
+        request = head.request(body)
         try:
-            if whole is not None:
-                response = await whole(request)
-            else:
-                response = await transport.handle_async_request(request)
-                response.request = request
-                if not stream or response.status_code >= 400:  # read whole: the connection goes back to the pool
-                    try:
-                        await response.aread()
-                    finally:
-                        await response.aclose()
+            response = await transport.handle_async_request(request)
+            response.request = request
+            if not stream or response.status_code >= 400:  # read whole: the connection goes back to the pool
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
         except httpx2.TimeoutException as exc:
             raise openai.APITimeoutError(request=request) from exc
         except httpx2.HTTPError as exc:
@@ -519,7 +534,15 @@ class OpenAIProvider:
             raise self._client._make_status_error_from_response(response)
         return response
 
-    async def _call(self, path: str, params: dict[str, Any], decoder: msgspec.json.Decoder[T], what: str) -> tuple[T, httpx2.Response]:
+    def _request_of(self, response: httpx2.Response | WholeResponse, path: str) -> httpx2.Request:
+        """The request ``response`` answered (for the SDK's exceptions, which carry one)."""
+        if isinstance(response, httpx2.Response):
+            return response.request
+        return self._heads[path].request(b"")
+
+    async def _call(
+        self, path: str, params: dict[str, Any], decoder: msgspec.json.Decoder[T], what: str
+    ) -> tuple[T, httpx2.Response | WholeResponse]:
         """POST ``params`` as JSON to ``path``; the body decoded by ``decoder`` (domain errors for
         the SDK's, ``UpstreamUnavailable`` for a body that does not decode), and the response."""
         try:
@@ -569,11 +592,11 @@ class OpenAIProvider:
                     except msgspec.DecodeError as exc:
                         error = _error_event(data)
                         if error is not None:
-                            err = _stream_error(error, response)
+                            err = _stream_error(error, response.request)
                             raise self._error(err) from err
                         raise UpstreamUnavailable("malformed stream chunk", provider=self.name) from exc
                     if chunk.error:
-                        err = _stream_error(chunk.error, response)
+                        err = _stream_error(chunk.error, response.request)
                         raise self._error(err) from err
                     if chunk.usage is not None:
                         usage = to_usage(chunk.usage)
@@ -602,7 +625,7 @@ class OpenAIProvider:
         params = to_openai_params(upstream_model, request, max_tokens_param=self._max_tokens_param, stream=False)
         answer, response = await self._call("/chat/completions", params, _COMPLETION_DECODER, "completion")
         if answer.error:
-            err = _stream_error(answer.error, response)
+            err = _stream_error(answer.error, self._request_of(response, "/chat/completions"))
             raise self._error(err) from err
         finish: FinishReason | None = None
         for choice in answer.choices or ():

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx2
 import openai
 import pytest
+from yarl import URL
 
 from adapters.providers.transport import AiohttpTransport, sdk_http_client
 
@@ -175,6 +176,53 @@ async def test_a_whole_read_decodes_the_body_keeps_the_connection_and_maps_failu
             assert len(accepted) == 1  # the connection went back to the pool after each read
             with pytest.raises(httpx2.RemoteProtocolError):
                 await transport.send_whole(httpx2.Request("POST", url, content=b"cut"))
+    finally:
+        await transport.aclose()
+
+
+async def test_a_prepared_post_sends_its_head_with_the_length_and_fails_like_a_request() -> None:
+    """``post_whole``: the head given (aiohttp adds Content-Length), the answer decoded, the
+    connection kept; a stalled answer is the request's read timeout, a cut one a protocol error."""
+    heads: list[bytes] = []
+
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head, body = await read_request(reader)
+            heads.append(head)
+            if body == b"stall":
+                await asyncio.sleep(5)
+                return
+            if body == b"cut":
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly a part")
+                await writer.drain()
+                return
+            payload = gzip.compress(b"echo:" + body)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n%s" % (len(payload), payload))
+            await writer.drain()
+
+    transport = AiohttpTransport()
+    timeout = {"timeout": {"connect": 5.0, "read": 0.3, "pool": 5.0}}
+    try:
+        async with serving(server) as (url, accepted):
+            target = URL(url + "/v1/chat%20completions", encoded=True)
+            headers = [("Authorization", "Bearer k"), ("X-Stainless-Lang", "python")]
+            for body in (b'{"a": 1}', b'{"b": 22}'):
+                answer = await transport.post_whole(target, headers, body, timeout)
+                assert (answer.status_code, answer.content) == (200, b"echo:" + body)
+                assert all(k.lower() != b"content-encoding" for k, _ in answer.raw_headers)  # decoded
+            assert len(accepted) == 1
+            head = heads[0].lower()
+            assert heads[0].startswith(b"POST /v1/chat%20completions HTTP/1.1\r\n")  # not re-quoted
+            assert b"\r\nauthorization: bearer k\r\n" in head and b"\r\ncontent-length: 8\r\n" in head
+            assert (await transport.post_whole(target, headers, b"x", timeout)).httpx(
+                httpx2.Request("POST", url)
+            ).content == b"echo:x"
+            started = time.monotonic()
+            with pytest.raises(httpx2.ReadTimeout):
+                await transport.post_whole(target, headers, b"stall", timeout)
+            assert time.monotonic() - started < 2
+            with pytest.raises(httpx2.RemoteProtocolError):
+                await transport.post_whole(target, headers, b"cut", timeout)
     finally:
         await transport.aclose()
 

@@ -55,11 +55,12 @@ def rss_mib(pid: int) -> float:
 
 
 def _spawn(
-    args: Sequence[str], ready: re.Pattern[str], what: str, timeout: float = 60.0, env: dict[str, str] | None = None
+    args: Sequence[str], ready: re.Pattern[str], what: str, timeout: float = 60.0, env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[str], re.Match[str]]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, *args], cwd=_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        [*prefix, sys.executable, *args], cwd=_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
@@ -92,10 +93,14 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(sim_args: Sequence[str] = (), backends: int = 1) -> Iterator[Stack]:
+def running_stack(
+    sim_args: Sequence[str] = (), backends: int = 1, *, backend_prefix: Sequence[str] = (), start_timeout: float = 60.0,
+    backend_env: dict[str, str] | None = None,
+) -> Iterator[Stack]:
     """Embedded Postgres in a temporary directory, the simulator (``sim_args``: its CLI options)
     and the backend on uvloop, all on loopback ports. ``backends`` > 1: that many backend processes
-    share the ports through SO_REUSEPORT, as ``LUMINA_BACKEND_PROCESSES`` makes ``lumina up`` run them."""
+    share the ports through SO_REUSEPORT, as ``LUMINA_BACKEND_PROCESSES`` makes ``lumina up`` run them.
+    ``backend_prefix``: a command the (first) backend runs under, e.g. valgrind."""
     from adapters.embedded.postgres import start_embedded_postgres
     from adapters.embedded.redis import ensure_redis
     from adapters.postgres.migrate import upgrade
@@ -113,9 +118,9 @@ def running_stack(sim_args: Sequence[str] = (), backends: int = 1) -> Iterator[S
             sim_port = int(m.group(1))
             args = ["-m", "tools.bench.backend", "--database-url", pg.url, "--sim-port", str(sim_port),
                     "--redis-url", redis.url, "--processes", str(backends)]
-            env = {"LUMINA_BOOTSTRAP_API_KEY": BENCH_KEY}
+            env = {"LUMINA_BOOTSTRAP_API_KEY": BENCH_KEY, **(backend_env or {})}
             ready = re.compile(r"ready (\d+) (\d+)")
-            backend, m = _spawn(args, ready, "backend", env=env)
+            backend, m = _spawn(args, ready, "backend", start_timeout, env=env, prefix=backend_prefix)
             procs.append(backend)
             grpc_port, http_port = int(m.group(1)), int(m.group(2))
             siblings = []
