@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar import Litestar, Response, get
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.types import ASGIApp, Receive, Scope, Send
 from opentelemetry import trace
@@ -105,7 +106,7 @@ def create_rest_app(
     return Litestar(
         route_handlers=handlers,
         dependencies={
-            # POST /v1/chat/completions: one dependency (several would be resolved in a task group)
+            # POST /v1/messages: one dependency (several would be resolved in a task group)
             "chat_edge": Provide(lambda: chat_edge, sync_to_thread=False),
             "stream_chat": Provide(lambda: stream_chat, sync_to_thread=False),
             "complete_chat": Provide(lambda: complete_chat, sync_to_thread=False),
@@ -113,6 +114,8 @@ def create_rest_app(
             "embed_texts": Provide(lambda: embed_texts, sync_to_thread=False),  # POST /v1/embeddings
             "model_health": Provide(lambda: model_health, sync_to_thread=False),  # health in GET /v1/models
         },
+        # POST /v1/chat/completions is a raw ASGI handler: it takes the chat edge from the state
+        state=State({"chat_edge": chat_edge}),
         exception_handlers=EXCEPTION_HANDLERS,
         # telemetry outermost, so rejected requests are traced and counted too
         middleware=[_telemetry_middleware(metrics), authentication_middleware(authenticator, proxies)],

@@ -17,12 +17,15 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import msgspec
-from litestar import Controller, MediaType, Response, get, post
+from litestar import Controller, Litestar, Request, asgi, get, post
 from litestar.di import NamedDependency
-from litestar.params import HeaderParameter, JSONBody
+from litestar.exceptions import MethodNotAllowedException
+from litestar.params import JSONBody
 from litestar.response import Stream
+from litestar.types import Receive, Scope, Send
 
 from api.auth import current_principal
+from api.rest.asgi_body import decode_json_body, read_body
 from api.rest.budgets import rate_limit_headers
 from api.rest.chat_options import (
     CONVERSATION_HEADER,
@@ -270,6 +273,9 @@ class OAEmbeddingRequest(msgspec.Struct, forbid_unknown_fields=False):
 # --- responses -------------------------------------------------------------------------------
 
 _encoder = msgspec.json.Encoder()
+_CHAT_REQUEST = msgspec.json.Decoder(OAChatRequest, strict=False)  # as Litestar converts bodies: "7" is 7
+_MEMORY_HEADER = MEMORY_HEADER.encode()  # ASGI header names are lower-case bytes
+_CONVERSATION_HEADER = CONVERSATION_HEADER.encode()
 
 
 def _sse(payload: Any) -> bytes:
@@ -379,18 +385,25 @@ def _vector(values: tuple[float, ...], encoding: str) -> list[float] | str:
 class OpenAIController(Controller):
     path = "/v1"
 
-    # the handler's media type is the stream's (a ``Stream`` takes it over its own); JSON answers
-    # are ``Response``s with theirs
-    @post("/chat/completions", status_code=200, media_type="text/event-stream")
-    async def chat_completions(
-        self,
-        data: JSONBody[OAChatRequest],
-        chat_edge: NamedDependency[ChatEdge | None] = None,
-        memory_header: Annotated[str | None, HeaderParameter(name=MEMORY_HEADER)] = None,
-        conversation_header: Annotated[str | None, HeaderParameter(name=CONVERSATION_HEADER)] = None,
-    ) -> Any:
+    # A raw ASGI handler (POST only): the body decoded straight into its type, the whole answer
+    # sent as two ASGI messages; Litestar's parameter and response machinery cost about a tenth
+    # of the backend's instructions per request here (api/rest/asgi_body.py). Middleware (tracing,
+    # metrics, authentication) and the exception handlers (problem+json) apply as to any route.
+    @asgi("/chat/completions", copy_scope=False)
+    async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            raise MethodNotAllowedException(headers={"allow": "POST"})
+        app = Litestar.from_scope(scope)
+        chat_edge: ChatEdge | None = app.state.get("chat_edge")
         if chat_edge is None:
             raise Unavailable("chat is not configured on this server")
+        data = decode_json_body(scope, await read_body(scope, receive), _CHAT_REQUEST)
+        memory_header = conversation_header = None
+        for name, value in scope["headers"]:
+            if name == _MEMORY_HEADER:
+                memory_header = value.decode("latin-1")
+            elif name == _CONVERSATION_HEADER:
+                conversation_header = value.decode("latin-1")
         chat = data.to_domain(memory_header, conversation_header)
         principal = current_principal()
         created = int(time.time())
@@ -406,7 +419,7 @@ class OpenAIController(Controller):
                 ]
                 content = answer.text or None
             message = _MessageOut(content=content, tool_calls=tool_calls, reasoning_content=answer.reasoning or msgspec.UNSET)
-            body = _CompletionOut(
+            body = _encoder.encode(_CompletionOut(
                 id=f"chatcmpl-{meta.request_id if meta else ''}",
                 created=created,
                 model=meta.model if meta else data.model,
@@ -414,13 +427,20 @@ class OpenAIController(Controller):
                 usage=_usage(answer.usage),
                 lumina=_LuminaOut(meta.provider if meta else "", answer.cost_micros,
                                   route_summary(meta) if meta else msgspec.UNSET),
-            )
+            ))
             headers = chat_headers(meta.provider, meta.model, answer.rate_limit) if meta else rate_limit_headers(answer.rate_limit)
-            return Response(_encoder.encode(body), media_type=MediaType.JSON, headers=headers)
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                *((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
+            ]})
+            await send({"type": "http.response.body", "body": body})
+            return
         chunks = await chat_edge.stream(principal, chat)
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
-        return Stream(_render(chunks, created, data.model, include_usage),
-                      headers={"cache-control": "no-cache", **chat_headers(chunks.provider, chunks.model, chunks.rate_limit)})
+        stream = Stream(_render(chunks, created, data.model, include_usage), media_type="text/event-stream",
+                        headers={"cache-control": "no-cache", **chat_headers(chunks.provider, chunks.model, chunks.rate_limit)})
+        # Litestar's streaming response: it also watches for the client's disconnect (cancellation)
+        await stream.to_asgi_response(None, Request(scope, receive, send))(scope, receive, send)
 
     @get("/models")
     async def list_models(

@@ -69,7 +69,10 @@ def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response
 
 
 def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
-    return problem(exc.status_code, type(exc).__name__, str(exc.detail))
+    response = problem(exc.status_code, type(exc).__name__, str(exc.detail))
+    if exc.headers:  # e.g. a 405's Allow
+        response.headers.update(exc.headers)
+    return response
 
 
 def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

@@ -174,3 +174,44 @@ def test_rest_request_metrics_are_labelled_by_route_template_not_by_path() -> No
     text = metrics.render().decode()
     assert 'lumina_requests_total{code="200",edge="rest",method="/items/{item_id}"} 3.0' in text
     assert "/items/a1" not in text
+
+
+async def test_chat_completions_bodies_that_are_not_requests_are_client_errors(cleanup: list[Backend]) -> None:
+    """The raw ASGI chat handler (api/rest/asgi_body.py) gives the errors Litestar's body
+    parameters give: 400 naming the field, 413 over the size limit (announced or streamed),
+    405 with Allow; a string number is taken as Litestar converted it."""
+    backend, provider, _ = await started([TextDelta("hi"), Finish(FinishReason.STOP)])
+    cleanup.append(backend)
+    limit = 10_000_000  # Litestar's default request_max_body_size
+
+    async def chunked() -> AsyncIterator[bytes]:
+        yield b'{"messages": [{"role": "user", "content": "'
+        for _ in range(11):
+            yield b"a" * 1_000_000
+        yield b'"}]}'
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{backend.http_port}", headers=bearer()) as http:
+        async def post(**kw: object) -> httpx.Response:
+            return await http.post("/v1/chat/completions", **kw)  # type: ignore[arg-type]
+
+        r = await post(content=b"{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["detail"].startswith("JSON is malformed")
+        assert r.headers["content-type"].startswith("application/problem+json")
+        r = await post(content=b"")
+        assert r.status_code == 400 and r.json()["errors"] == [{"field": "data", "message": "a JSON object is required"}]
+        r = await post(json={"messages": [{"role": "bot", "content": "hi"}]})
+        assert r.status_code == 400 and r.json()["code"] == "invalid_request"
+        assert r.json()["errors"] == [{"field": "messages[0].role", "message": "Invalid enum value 'bot'"}]
+        r = await post(json={"model": "m"})
+        assert r.json()["errors"][0]["message"] == "Object missing required field `messages`"
+        r = await post(json={"messages": [{"role": "user", "content": "hi"}], "temperature": 5})
+        assert (r.status_code, r.json()["errors"][0]["field"]) == (400, "temperature")
+        assert (await post(content=b"x" * (limit + 1))).status_code == 413  # announced: refused unread
+        assert (await post(content=chunked())).status_code == 413  # streamed: refused once over
+        r = await http.get("/v1/chat/completions")
+        assert (r.status_code, r.headers["allow"]) == (405, "POST")
+        assert not provider.requests  # none of them reached the provider
+        r = await post(json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": "7"})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "hi"
+        assert r.headers["x-lumina-route"] == "scripted/m" and int(r.headers["content-length"]) == len(r.content)
+    assert provider.requests[0][1].max_tokens == 7
