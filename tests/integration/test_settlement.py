@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -83,6 +84,25 @@ async def test_concurrent_settles_are_all_committed_in_fewer_transactions(engine
         decoded = decode_event(bytes(message.payload))
         assert isinstance(decoded, ChatCompleted) and decoded.request_id == ids[0]
         assert isinstance(message.headers, dict)
+    finally:
+        await settlements.aclose()
+
+
+async def test_text_numbers_times_and_bytes_arrive_exactly(engine: AsyncEngine) -> None:
+    """The batch travels as JSON: quotes, backslashes, control characters, non-ASCII, big integers,
+    microseconds and the event's protobuf payload (base64) come out of Postgres as they went in."""
+    settlements = PostgresSettlements(engine)
+    request_id = f"req-{uuid.uuid4().hex}"
+    record, event = _pair(request_id, conversation='c "q" \\ ü 🙂')
+    at = datetime(2026, 11, 28, 13, 59, 1, 123456, tzinfo=UTC)
+    record = dataclasses.replace(record, cost_micros=2**53 + 3, created_at=at, user_id="u\n\t", api_key_id=None)
+    try:
+        await settlements.settle(record, event)
+        usage, outbox = await _rows(engine, [request_id])
+        row = usage[request_id]
+        assert (row.conversation_id, row.cost_micros, row.created_at, row.user_id, row.api_key_id) == (
+            'c "q" \\ ü 🙂', 2**53 + 3, at, "u\n\t", None)
+        assert decode_event(bytes(outbox[f"evt-{request_id}"].payload)) == event
     finally:
         await settlements.aclose()
 
