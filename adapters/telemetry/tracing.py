@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
@@ -11,7 +13,9 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProces
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-__all__ = ["configure_tracing", "extract_context", "inject_headers", "tracer"]
+__all__ = ["configure_tracing", "extract_context", "inject_headers", "server_span", "tracer"]
+
+_unsampled = False  # configure_tracing("none"): every span is a non-recording one
 
 
 def configure_tracing(service: str, exporter: str = "none") -> TracerProvider:
@@ -30,7 +34,44 @@ def configure_tracing(service: str, exporter: str = "none") -> TracerProvider:
         provider.add_span_processor(SimpleSpanProcessor(chosen))
         provider.memory_exporter = chosen  # type: ignore[attr-defined]
     trace.set_tracer_provider(provider)
+    global _unsampled
+    _unsampled = chosen is None and trace.get_tracer_provider() is provider  # the global provider is set once
     return provider
+
+
+class _UnsampledSpan:
+    """What ``start_as_current_span`` makes when the sampler is ``ALWAYS_OFF``: a non-recording span
+    (the parent's trace id, or a new one; a new span id; not sampled; the parent's trace state) made
+    current for the block, without the SDK's span machinery (~10 µs per request less)."""
+
+    __slots__ = ("_context", "_span", "_token")
+
+    def __init__(self, parent: context.Context) -> None:
+        found = trace.get_current_span(parent).get_span_context()
+        span_id = random.getrandbits(64) or 1
+        if found.is_valid:
+            trace_id, state = found.trace_id, found.trace_state
+        else:
+            trace_id, state = random.getrandbits(128) or 1, trace.TraceState()
+        self._span = trace.NonRecordingSpan(
+            trace.SpanContext(trace_id, span_id, is_remote=False, trace_flags=trace.TraceFlags(0), trace_state=state)
+        )
+        self._context = trace.set_span_in_context(self._span, parent)
+
+    def __enter__(self) -> trace.Span:
+        self._token = context.attach(self._context)
+        return self._span
+
+    def __exit__(self, *_: object) -> None:
+        context.detach(self._token)
+
+
+def server_span(tracer: trace.Tracer, name: str, parent: context.Context, kind: trace.SpanKind) -> Any:
+    """``tracer.start_as_current_span(name, context=parent, kind=kind)``, cheaper when spans are
+    not recorded (``LUMINA_TRACES=none``): the ids are made and propagated the same way."""
+    if _unsampled:
+        return _UnsampledSpan(parent)
+    return tracer.start_as_current_span(name, context=parent, kind=kind)
 
 
 def tracer(name: str = "lumina") -> trace.Tracer:

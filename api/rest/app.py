@@ -16,7 +16,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from adapters.telemetry.metrics import CONTENT_TYPE_LATEST, Metrics
-from adapters.telemetry.tracing import extract_context
+from adapters.telemetry.tracing import extract_context, server_span
 from api.auth import Authenticator, TrustedProxies
 from api.rest.anthropic_compat import AnthropicController
 from api.rest.openai_compat import (
@@ -58,7 +58,7 @@ def _telemetry_middleware(metrics: Metrics) -> Callable[[ASGIApp], ASGIApp]:
                     status["code"] = message["status"]
                 await send(message)
 
-            with tracer.start_as_current_span(f"{scope.get('method', 'GET')} {route}", context=extract_context(headers), kind=SpanKind.SERVER):
+            with server_span(tracer, f"{scope.get('method', 'GET')} {route}", extract_context(headers), SpanKind.SERVER):
                 try:
                     await app(scope, receive, send_wrapper)
                 finally:
