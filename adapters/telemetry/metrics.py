@@ -7,10 +7,10 @@ from typing import Any
 from prometheus_client import (
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from application.ports import Settlements
@@ -43,19 +43,10 @@ class Metrics:
             ["provider", "model"], registry=self.registry,
         )
 
-        self.model_health = Gauge(
-            "lumina_model_health_state", "Model health as seen by this replica: 0 healthy, 1 degraded, 2 unhealthy.",
-            ["provider", "model"], registry=self.registry,
-        )
-        self.model_error_rate = Gauge(
-            "lumina_model_error_rate", "EWMA of the model's request error rate.", ["provider", "model"], registry=self.registry,
-        )
-        self.model_latency = Gauge(
-            "lumina_model_latency_seconds", "EWMA of the model's request latency.", ["provider", "model"], registry=self.registry,
-        )
-        self.model_ttft = Gauge(
-            "lumina_model_ttft_seconds", "EWMA of the model's time to first token.", ["provider", "model"], registry=self.registry,
-        )
+        # the models' health: kept as the monitor last reported it, turned into gauges when scraped
+        # (an observation per request would otherwise set four gauges)
+        self._health: dict[tuple[str, str], Any] = {}
+        self.registry.register(_ModelHealthCollector(self._health))
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once per label set: ``labels()`` validates and
@@ -69,14 +60,7 @@ class Metrics:
 
     def set_model_health(self, health: object) -> None:
         """``health``: a ``domain.health.ModelHealth`` (the ``application.health.HealthSink`` port)."""
-        h = health
-        labels = (h.provider, h.model)  # type: ignore[attr-defined]
-        self._child(self.model_health, *labels).set(h.state.level)  # type: ignore[attr-defined]
-        self._child(self.model_error_rate, *labels).set(h.error_rate)  # type: ignore[attr-defined]
-        if h.latency_s is not None:  # type: ignore[attr-defined]
-            self._child(self.model_latency, *labels).set(h.latency_s)  # type: ignore[attr-defined]
-        if h.ttft_s is not None:  # type: ignore[attr-defined]
-            self._child(self.model_ttft, *labels).set(h.ttft_s)  # type: ignore[attr-defined]
+        self._health[(health.provider, health.model)] = health  # type: ignore[attr-defined]
 
     def observe_request(self, edge: str, method: str, code: str, seconds: float) -> None:
         self._child(self.requests, edge, method, code).inc()
@@ -89,6 +73,36 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+_HEALTH_GAUGES = (
+    ("lumina_model_health_state", "Model health as seen by this replica: 0 healthy, 1 degraded, 2 unhealthy."),
+    ("lumina_model_error_rate", "EWMA of the model's request error rate."),
+    ("lumina_model_latency_seconds", "EWMA of the model's request latency."),
+    ("lumina_model_ttft_seconds", "EWMA of the model's time to first token."),
+)
+
+
+class _ModelHealthCollector:
+    """The health gauges, per provider and model, from the latest ``ModelHealth`` of each."""
+
+    def __init__(self, latest: dict[tuple[str, str], Any]) -> None:
+        self._latest = latest
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [GaugeMetricFamily(name, text, labels=["provider", "model"]) for name, text in _HEALTH_GAUGES]
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        state, errors, latency, ttft = families = self.describe()
+        for (provider, model), h in sorted(self._latest.items()):
+            labels = [provider, model]
+            state.add_metric(labels, h.state.level)
+            errors.add_metric(labels, h.error_rate)
+            if h.latency_s is not None:
+                latency.add_metric(labels, h.latency_s)
+            if h.ttft_s is not None:
+                ttft.add_metric(labels, h.ttft_s)
+        return families
 
 
 class MeteredSettlements:
