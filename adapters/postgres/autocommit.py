@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.postgres.errors import translate_errors
 
-__all__ = ["AutocommitConnection"]
+__all__ = ["AutocommitConnection", "KeptConnections"]
 
 
 class AutocommitConnection:
@@ -62,3 +62,51 @@ class AutocommitConnection:
                 except Exception:  # noqa: BLE001 - a broken connection is not reused
                     await conn.invalidate()
             await conn.close()
+
+
+class KeptConnections:
+    """Connections kept checked out of ``engine``'s pool for single reads outside any transaction
+    (autocommit), at most ``keep`` of them idle: a read takes an idle one (or opens one) and gives it
+    back, without the pool's checkout and check-in (its events and reset) around every statement.
+    A read that fails throws its connection away (whatever broke, the next read opens a new one)."""
+
+    def __init__(self, engine: AsyncEngine, *, keep: int = 4) -> None:
+        self._engine = engine
+        self._keep = keep
+        self._idle: list[tuple[AsyncConnection, Any]] = []
+
+    async def fetchval(self, sql: str, *args: Any, what: str) -> Any:
+        async with translate_errors(what):
+            if self._idle:
+                conn, driver = self._idle.pop()
+            else:
+                conn = await self._engine.connect()
+                try:
+                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    driver = (await conn.get_raw_connection()).driver_connection
+                except BaseException:
+                    await conn.close()
+                    raise
+            try:
+                value = await driver.fetchval(sql, *args)
+            except BaseException:
+                await _throw_away(conn)
+                raise
+        if len(self._idle) < self._keep:
+            self._idle.append((conn, driver))
+        else:
+            await conn.close()
+        return value
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            await conn.close()
+
+
+async def _throw_away(conn: AsyncConnection) -> None:
+    try:
+        await conn.invalidate()
+        await conn.close()
+    except Exception:  # noqa: BLE001, S110 - it is being thrown away
+        pass

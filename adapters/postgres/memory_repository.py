@@ -38,6 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from adapters.postgres.autocommit import KeptConnections
 from adapters.postgres.errors import translate_errors
 from adapters.postgres.memory_tables import (
     memories,
@@ -248,6 +249,7 @@ class PostgresMemoryRepository:
             raise ValueError("BM25 needs k1 >= 0, 0 <= b <= 1 and 0 < cutoff <= 1")
         self._engine = engine
         self._reads = read_engine or engine
+        self._counts = KeptConnections(self._reads)  # the count runs for every chat request: kept connections
         self._scoring = scoring
         self._k1 = k1
         self._b = b
@@ -304,6 +306,7 @@ class PostgresMemoryRepository:
 
     async def aclose(self) -> None:
         """Close the read pool when it is this repository's own (not ``engine``)."""
+        await self._counts.aclose()
         if self._reads is not self._engine:
             await self._reads.dispose()
 
@@ -323,13 +326,7 @@ class PostgresMemoryRepository:
         """From ``memory_search_stats`` (kept exact by the statement triggers on ``memories``): one
         statement on the driver's connection, outside any transaction (the chat path asks this for
         every request of a user without memories)."""
-        async with translate_errors("memory count"), self._reads.connect() as conn:
-            try:
-                driver = (await conn.get_raw_connection()).driver_connection
-                return int(await driver.fetchval(_COUNT_SQL, tenant_id, user_id))  # type: ignore[union-attr]
-            except BaseException:
-                await conn.invalidate()  # whatever broke, the pool replaces this connection (no pre-ping)
-                raise
+        return int(await self._counts.fetchval(_COUNT_SQL, tenant_id, user_id, what="memory count"))
 
     async def latest(self, tenant_id: str, conversation_id: str) -> StoredMemory | None:
         statement = (
