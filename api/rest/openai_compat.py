@@ -17,15 +17,13 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import msgspec
-from litestar import Controller, Litestar, Request, asgi, get, post
+from litestar import Controller, Litestar, asgi, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import MethodNotAllowedException
 from litestar.params import JSONBody
-from litestar.response import Stream
 from litestar.types import Receive, Scope, Send
 
 from api.auth import current_principal
-from api.rest.asgi_body import decode_json_body, read_body
 from api.rest.budgets import rate_limit_headers
 from api.rest.chat_options import (
     CONVERSATION_HEADER,
@@ -34,6 +32,7 @@ from api.rest.chat_options import (
     conversation_option,
     memory_option,
 )
+from api.rest.raw_asgi import decode_json_body, read_body, send_stream
 from application.chat import CompleteChat, StreamChat
 from application.embeddings import EmbedTexts
 from domain.budgets import RateLimitStatus
@@ -275,6 +274,13 @@ class OAEmbeddingRequest(msgspec.Struct, forbid_unknown_fields=False):
 _encoder = msgspec.json.Encoder()
 _CHAT_REQUEST = msgspec.json.Decoder(OAChatRequest, strict=False)  # as Litestar converts bodies: "7" is 7
 _MEMORY_HEADER = MEMORY_HEADER.encode()  # ASGI header names are lower-case bytes
+_JSON = (b"content-type", b"application/json")
+_EVENT_STREAM = (b"content-type", b"text/event-stream; charset=utf-8")
+_NO_CACHE = (b"cache-control", b"no-cache")
+
+
+def _latin1(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 _CONVERSATION_HEADER = CONVERSATION_HEADER.encode()
 
 
@@ -430,17 +436,17 @@ class OpenAIController(Controller):
             ))
             headers = chat_headers(meta.provider, meta.model, answer.rate_limit) if meta else rate_limit_headers(answer.rate_limit)
             await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                *((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
+                _JSON, (b"content-length", str(len(body)).encode()), *_latin1(headers),
             ]})
             await send({"type": "http.response.body", "body": body})
             return
         chunks = await chat_edge.stream(principal, chat)
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
-        stream = Stream(_render(chunks, created, data.model, include_usage), media_type="text/event-stream",
-                        headers={"cache-control": "no-cache", **chat_headers(chunks.provider, chunks.model, chunks.rate_limit)})
-        # Litestar's streaming response: it also watches for the client's disconnect (cancellation)
-        await stream.to_asgi_response(None, Request(scope, receive, send))(scope, receive, send)
+        headers = [_EVENT_STREAM, _NO_CACHE, *_latin1(chat_headers(chunks.provider, chunks.model, chunks.rate_limit))]
+        try:
+            await send_stream(receive, send, headers, _render(chunks, created, data.model, include_usage))
+        finally:
+            await chunks.aclose()  # also when the rendering never started (its own clean-up did not run)
 
     @get("/models")
     async def list_models(

@@ -1,7 +1,13 @@
-"""A JSON request body for a raw ASGI route handler (Litestar's ``@asgi``): read within the app's
-size limit and decoded straight into its ``msgspec`` type, with the errors Litestar's own body
-parameters give (problem+json through ``api.rest.problems``): 413 over the limit, 400
-"JSON is malformed" and 400 "Validation failed for POST <path>" naming each field.
+"""For a raw ASGI route handler (Litestar's ``@asgi``): its JSON request body and its streamed
+response.
+
+- ``read_body`` and ``decode_json_body``: the body read within the app's size limit and decoded
+  straight into its ``msgspec`` type, with the errors Litestar's own body parameters give
+  (problem+json through ``api.rest.problems``): 413 over the limit, 400 "JSON is malformed" and
+  400 "Validation failed for POST <path>" naming each field.
+- ``send_stream``: a response body sent as its parts come, stopped (and its iterator closed, so
+  the upstream request is closed) as soon as the client disconnects, as Litestar's ``Stream``
+  does, with one watcher task instead of an anyio task group.
 
 Litestar decodes a ``JSONBody[T]`` parameter to Python objects first and converts them to ``T``
 afterwards, behind its signature model, kwargs extraction and response conversion; for the chat
@@ -10,7 +16,9 @@ edge's hot path that machinery was about a tenth of the backend's instructions p
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -21,9 +29,9 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
-from litestar.types import Receive, Scope
+from litestar.types import Message, Receive, Scope, Send
 
-__all__ = ["decode_json_body", "read_body"]
+__all__ = ["decode_json_body", "read_body", "send_stream"]
 
 T = TypeVar("T")
 
@@ -73,3 +81,35 @@ def _invalid(scope: Scope, message: str) -> ValidationException:
     field, text = ("data", message) if found is None else (found["path"] or "data", found["message"])
     extra: list[dict[str, Any]] = [{"key": field, "message": text}]
     return ValidationException(detail=f"Validation failed for {scope['method']} {scope['path']}", extra=extra)
+
+
+async def send_stream(
+    receive: Receive, send: Send, headers: Sequence[tuple[bytes, bytes]], parts: AsyncIterator[bytes]
+) -> None:
+    """A 200 response with ``headers`` whose body is ``parts`` as they come (chunked). A client
+    that disconnects stops it at once: the task sending it is cancelled (``parts`` is closed, which
+    closes the upstream request) and the handler returns normally."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    def watch(message: asyncio.Future[Message]) -> None:
+        nonlocal gone
+        if not message.cancelled() and message.exception() is None and message.result()["type"] == "http.disconnect":
+            gone = True
+            task.cancel()
+
+    watcher = asyncio.ensure_future(receive())  # the body was read: the next message is the disconnect
+    watcher.add_done_callback(watch)
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        async for part in parts:
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        if not gone or task.uncancel() > 0:  # cancelled for another reason too: that one goes on
+            raise
+    finally:
+        watcher.remove_done_callback(watch)
+        watcher.cancel()
+        await parts.aclose()  # type: ignore[attr-defined]
