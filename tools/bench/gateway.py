@@ -91,22 +91,6 @@ def _backend_cpu(stack: Stack) -> float:
     return sum(cpu_seconds(pid) for pid in stack.backend_pids)
 
 
-def machine_speed() -> float:
-    """CPU seconds of a fixed pure-Python loop (10 million additions; the best of three): how fast
-    this machine runs Python right now. On a shared virtual machine it moves by several times
-    between hours (0.5 s in a quiet hour here, 1.7 s in a busy one), and latency and CPU per request
-    with it; compare figures measured at similar speeds, or instruction counts
-    (``tools.bench.instructions``), which do not move."""
-    best = float("inf")
-    for _ in range(3):
-        started = time.process_time()
-        total = 0
-        for i in range(10_000_000):
-            total += i
-        best = min(best, time.process_time() - started)
-    return best
-
-
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
@@ -244,8 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["LUMINA_USAGE_COMMIT"] = args.usage_commit  # the backend processes inherit it
     memory = "off" if os.environ.get("LUMINA_BENCH_MEMORY") == "off" else "on"
     print(f"backend processes: {args.backends}; usage commit: {args.usage_commit}; "
-          f"long-term memory in the chat path: {memory}; load average {os.getloadavg()[0]:.1f}; "
-          f"machine speed: {machine_speed():.2f} s of CPU for a reference loop")
+          f"long-term memory in the chat path: {memory}; load average {os.getloadavg()[0]:.1f}")
     with running_stack(backends=args.backends) as stack:
         uvloop.run(_run(stack, args.requests, args.seconds, not args.no_limits))
     return 0
