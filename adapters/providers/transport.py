@@ -297,12 +297,6 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             extensions=_extensions(response),
         )
 
-    async def send_whole(self, request: httpx2.Request) -> httpx2.Response:
-        """``handle_async_request`` with the whole body read at once: ``post_whole``'s answer as an
-        ``httpx2.Response``."""
-        response = await self._send(request, decompress=True)
-        return (await _read_whole(response)).httpx(request)
-
     async def post_whole(
         self, url: URL, headers: Sequence[tuple[str, str]], body: bytes, extensions: Mapping[str, Any]
     ) -> WholeResponse:

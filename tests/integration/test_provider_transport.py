@@ -168,14 +168,15 @@ async def test_a_whole_read_decodes_the_body_keeps_the_connection_and_maps_failu
     try:
         async with serving(echo) as (url, accepted):
             for body in (b'{"a": 1}', b'{"b": 2}'):
-                response = await transport.send_whole(httpx2.Request("POST", url, content=body))
+                answer = await transport.post_whole(URL(url), [], body, {})
+                response = answer.httpx(httpx2.Request("POST", url, content=body))
                 assert (response.status_code, response.reason_phrase) == (429, "Too Many Requests")
                 assert response.content == b"echo:" + body  # decoded once, by aiohttp
                 assert "content-encoding" not in response.headers and response.headers["retry-after"] == "3"
                 assert response.headers.get_list("x-multi") == ["a", "b"]
             assert len(accepted) == 1  # the connection went back to the pool after each read
             with pytest.raises(httpx2.RemoteProtocolError):
-                await transport.send_whole(httpx2.Request("POST", url, content=b"cut"))
+                await transport.post_whole(URL(url), [], b"cut", {})
     finally:
         await transport.aclose()
 
