@@ -42,7 +42,8 @@ def configure_tracing(service: str, exporter: str = "none") -> TracerProvider:
 class _UnsampledSpan:
     """What ``start_as_current_span`` makes when the sampler is ``ALWAYS_OFF``: a non-recording span
     (the parent's trace id, or a new one; a new span id; not sampled; the parent's trace state) made
-    current for the block, without the SDK's span machinery (~10 µs per request less)."""
+    current for the block, without the SDK's span machinery (its sampler call, attributes, limits
+    and the exception recording around the block)."""
 
     __slots__ = ("_context", "_span", "_token")
 

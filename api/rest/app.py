@@ -106,8 +106,6 @@ def create_rest_app(
     return Litestar(
         route_handlers=handlers,
         dependencies={
-            # POST /v1/messages: one dependency (several would be resolved in a task group)
-            "chat_edge": Provide(lambda: chat_edge, sync_to_thread=False),
             "stream_chat": Provide(lambda: stream_chat, sync_to_thread=False),
             "complete_chat": Provide(lambda: complete_chat, sync_to_thread=False),
             "catalog": Provide(lambda: catalog, sync_to_thread=False),  # GET /v1/models

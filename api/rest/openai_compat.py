@@ -82,10 +82,8 @@ class ModelHealthView(Protocol):
 
 
 class ChatEdge(msgspec.Struct, frozen=True):
-    """The chat use cases of ``POST /v1/chat/completions`` as ONE dependency: Litestar resolves
-    several independent dependencies of a handler concurrently in an anyio task group (three tasks
-    per request, ~5% of the backend's CPU at c64); one is resolved inline. The tenant is the
-    caller's principal's (``api.auth.current_principal()``)."""
+    """The chat use cases of ``POST /v1/chat/completions`` (a raw ASGI handler: it takes them from
+    the app's state). The tenant is the caller's principal's (``api.auth.current_principal()``)."""
 
     stream: StreamChat
     complete: CompleteChat
