@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import httpx2
@@ -357,6 +357,22 @@ def _delta_chunks(delta: DeltaWire, *, whole: bool) -> Iterator[Chunk]:
         )
 
 
+_NO_CHUNKS: tuple[Chunk, ...] = ()
+
+
+def _first_choice(
+    choices: Sequence[ChoiceWire] | Sequence[CompletionChoiceWire] | None, *, whole: bool
+) -> tuple[Iterable[Chunk], FinishReason | None]:
+    """The chunks of choice 0 among an event's choices (``whole``: a completion's, its message)
+    and its finish reason, if it gave one; other choices (``n`` > 1) are not relayed."""
+    for choice in choices or ():
+        if choice.index == 0:
+            delta = choice.message if whole else choice.delta  # type: ignore[union-attr]
+            parts = _NO_CHUNKS if delta is None else _delta_chunks(delta, whole=whole)
+            return parts, _FINISH.get(choice.finish_reason, FinishReason.STOP) if choice.finish_reason else None
+    return _NO_CHUNKS, None
+
+
 def _error_event(data: bytes) -> Any:
     """The ``error`` member of an event that is a JSON object with a truthy one, else None."""
     try:
@@ -600,15 +616,11 @@ class OpenAIProvider:
                         raise self._error(err) from err
                     if chunk.usage is not None:
                         usage = to_usage(chunk.usage)
-                    for choice in chunk.choices or ():
-                        if choice.index != 0:
-                            continue
-                        delta = choice.delta
-                        if delta is not None:
-                            for part in _delta_chunks(delta, whole=False):
-                                yield part
-                        if choice.finish_reason:
-                            finish = _FINISH.get(choice.finish_reason, FinishReason.STOP)
+                    parts, ended = _first_choice(chunk.choices, whole=False)
+                    for part in parts:
+                        yield part
+                    if ended is not None:
+                        finish = ended
         finally:
             await reads.aclose()
             await response.aclose()
@@ -627,17 +639,9 @@ class OpenAIProvider:
         if answer.error:
             err = _stream_error(answer.error, self._request_of(response, "/chat/completions"))
             raise self._error(err) from err
-        finish: FinishReason | None = None
-        for choice in answer.choices or ():
-            if choice.index != 0:
-                continue
-            message = choice.message
-            if message is not None:
-                for part in _delta_chunks(message, whole=True):
-                    yield part
-            if choice.finish_reason:
-                finish = _FINISH.get(choice.finish_reason, FinishReason.STOP)
-            break
+        parts, finish = _first_choice(answer.choices, whole=True)
+        for part in parts:
+            yield part
         if finish is None:
             raise UpstreamUnavailable("completion without a finish reason", provider=self.name)
         if answer.usage is not None:
