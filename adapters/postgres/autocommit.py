@@ -32,9 +32,7 @@ class AutocommitConnection:
             async with translate_errors(what):
                 driver = self._driver
                 if driver is None:
-                    conn = await self._engine.connect()
-                    self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                    driver = (await self._conn.get_raw_connection()).driver_connection
+                    self._conn, driver = await _open(self._engine)
                     if not self._synchronous:
                         await driver.execute("SET synchronous_commit = off")
                     self._driver = driver
@@ -46,19 +44,14 @@ class AutocommitConnection:
     async def _drop(self) -> None:
         conn, self._conn, self._driver = self._conn, None, None
         if conn is not None:
-            try:
-                await conn.invalidate()
-                await conn.close()
-            except Exception:  # noqa: BLE001, S110 - it is being thrown away
-                pass
+            await _throw_away(conn)
 
     async def aclose(self) -> None:
-        conn, self._conn, self._driver = self._conn, None, None
+        conn, driver, self._conn, self._driver = self._conn, self._driver, None, None
         if conn is not None:
             if not self._synchronous:
                 try:
-                    raw = await conn.get_raw_connection()
-                    await raw.driver_connection.execute("RESET synchronous_commit")  # type: ignore[union-attr]
+                    await driver.execute("RESET synchronous_commit")
                 except Exception:  # noqa: BLE001 - a broken connection is not reused
                     await conn.invalidate()
             await conn.close()
@@ -77,16 +70,7 @@ class KeptConnections:
 
     async def fetchval(self, sql: str, *args: Any, what: str) -> Any:
         async with translate_errors(what):
-            if self._idle:
-                conn, driver = self._idle.pop()
-            else:
-                conn = await self._engine.connect()
-                try:
-                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                    driver = (await conn.get_raw_connection()).driver_connection
-                except BaseException:
-                    await conn.close()
-                    raise
+            conn, driver = self._idle.pop() if self._idle else await _open(self._engine)
             try:
                 value = await driver.fetchval(sql, *args)
             except BaseException:
@@ -104,7 +88,19 @@ class KeptConnections:
             await conn.close()
 
 
+async def _open(engine: AsyncEngine) -> tuple[AsyncConnection, Any]:
+    """A connection of ``engine``'s pool in autocommit mode, and the asyncpg connection under it."""
+    conn = await engine.connect()
+    try:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        return conn, (await conn.get_raw_connection()).driver_connection
+    except BaseException:
+        await conn.close()
+        raise
+
+
 async def _throw_away(conn: AsyncConnection) -> None:
+    """Invalidate and close ``conn`` (the pool replaces it), whatever state it is in."""
     try:
         await conn.invalidate()
         await conn.close()
