@@ -401,7 +401,7 @@ class OpenAIController(Controller):
         chat_edge: ChatEdge | None = app.state.get("chat_edge")
         if chat_edge is None:
             raise Unavailable("chat is not configured on this server")
-        data = decode_json_body(scope, await read_body(scope, receive), _CHAT_REQUEST)
+        data = decode_json_body(scope, await read_body(scope, receive, app.request_max_body_size), _CHAT_REQUEST)
         memory_header = conversation_header = None
         for name, value in scope["headers"]:
             if name == _MEMORY_HEADER:

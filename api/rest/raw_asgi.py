@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
 import msgspec
-from litestar import Litestar
 from litestar.exceptions import (
     ClientException,
     InternalServerException,
@@ -38,10 +37,9 @@ T = TypeVar("T")
 _AT = re.compile(r"^(?P<message>.*) - at `\$(?:\.)?(?P<path>[^`]*)`$", re.DOTALL)
 
 
-async def read_body(scope: Scope, receive: Receive) -> bytes:
-    """The whole request body, at most the app's ``request_max_body_size`` bytes (an announced
-    ``Content-Length`` over it is refused before anything is read)."""
-    limit = Litestar.from_scope(scope).request_max_body_size
+async def read_body(scope: Scope, receive: Receive, limit: int | None) -> bytes:
+    """The whole request body, at most ``limit`` bytes (the app's ``request_max_body_size``; an
+    announced ``Content-Length`` over it is refused before anything is read)."""
     if limit is not None:
         for name, value in scope["headers"]:
             if name == b"content-length":
