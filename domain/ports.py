@@ -38,7 +38,7 @@ class ProviderClient(Protocol):
     one non-streaming upstream call, as the chunks ``stream`` would give (each text, reasoning and
     tool call whole, then at most one ``UsageChunk`` and exactly one ``Finish``), with the same
     errors. The chat use case calls it for a client that asked for the whole answer; a client
-    without it is streamed (``application.chat.whole_answer``).
+    without it is streamed (``application.streaming.whole_answer``).
     """
 
     name: str
