@@ -275,6 +275,8 @@ class Backend:
                 ready=ready,
             ), name="registry"))
             await asyncio.wait_for(ready.wait(), 10)
+        if self.memory is not None:  # writes of memories by any process, announced by the database
+            self._tasks.append(asyncio.create_task(self.memory.watch_writes(self._stop), name="memory-writes"))
         if self.memory_hook is not None and self._bus is not None:  # tenant memory switches made on other replicas
             from api.memory import follow_tenant_switches
 

@@ -41,6 +41,7 @@ from adapters.onnx import (
 from adapters.onnx.embedder import DEFAULT_MODEL_DIR
 from adapters.postgres.engine import create_engine
 from adapters.postgres.memory_store import PostgresMemoryStore
+from adapters.postgres.memory_watch import MemoryWriteWatch
 from adapters.postgres.tenant_policies import (
     PostgresTenantMemory,
     PostgresTenantPolicies,
@@ -157,6 +158,13 @@ class MemoryModule:
     budgets: Any = None  # the worker's budget module (api.budgets.BudgetModule), when provider calls are charged
     chat_hook: MemoryChatHook | None = None  # the chat path's hook, attached to this search
     search_cache: Any = None  # adapters.vectorstores.cache.CachedHybridSearch, with Redis
+    watch: MemoryWriteWatch | None = None  # tells ``search`` of the database's writes of memories
+
+    async def watch_writes(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Until ``stop``: the search hears of every write of memories (any process's), so a user
+        it found without memories costs no query until one is written."""
+        if self.watch is not None:
+            await self.watch.run(stop, ready)
 
     def servicer(self) -> MemoryServicer:
         return MemoryServicer(self.use)
@@ -226,6 +234,9 @@ async def open_memory(
 
         hybrid = CachedHybridSearch(store, store, redis, namespace=collection, ttl_seconds=settings.memory_cache_seconds)
     search = SearchMemory(store, vectors, cached, clock, hybrid=hybrid, max_concurrent=slots)
+    # the database announces every write of memories: a user known to have none costs no query
+    # while this process listens (it runs in the backend: ``MemoryModule.watch_writes``)
+    watch = MemoryWriteWatch(engine, search, log=structlog.get_logger("lumina.memory"))
     if isinstance(embedder, ProviderEmbedder) and isinstance(embedder.embed_texts, MeteredEmbedTexts):
         embedder.embed_texts.meter = meter
         # each piece of work names the tenant and user its provider embeddings are charged to
@@ -261,7 +272,7 @@ async def open_memory(
         embedder=cached, vectors=vectors, store=store, collection=collection, ingest=ingest, search=search,
         use=use, consolidate=consolidate, remember=RememberTurn(ingest, store, consolidate),
         sweep=SweepMemory(store, consolidate), redis=redis, chat_hook=chat_hook,
-        search_cache=hybrid if hybrid is not store else None,
+        search_cache=hybrid if hybrid is not store else None, watch=watch,
     )
 
 

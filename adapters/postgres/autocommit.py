@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.postgres.errors import translate_errors
 
-__all__ = ["AutocommitConnection", "KeptConnections"]
+__all__ = ["AutocommitConnection", "KeptConnections", "open_autocommit", "throw_away"]
 
 
 class AutocommitConnection:
@@ -32,7 +32,7 @@ class AutocommitConnection:
             async with translate_errors(what):
                 driver = self._driver
                 if driver is None:
-                    self._conn, driver = await _open(self._engine)
+                    self._conn, driver = await open_autocommit(self._engine)
                     if not self._synchronous:
                         await driver.execute("SET synchronous_commit = off")
                     self._driver = driver
@@ -44,7 +44,7 @@ class AutocommitConnection:
     async def _drop(self) -> None:
         conn, self._conn, self._driver = self._conn, None, None
         if conn is not None:
-            await _throw_away(conn)
+            await throw_away(conn)
 
     async def aclose(self) -> None:
         conn, driver, self._conn, self._driver = self._conn, self._driver, None, None
@@ -70,11 +70,11 @@ class KeptConnections:
 
     async def fetchval(self, sql: str, *args: Any, what: str) -> Any:
         async with translate_errors(what):
-            conn, driver = self._idle.pop() if self._idle else await _open(self._engine)
+            conn, driver = self._idle.pop() if self._idle else await open_autocommit(self._engine)
             try:
                 value = await driver.fetchval(sql, *args)
             except BaseException:
-                await _throw_away(conn)
+                await throw_away(conn)
                 raise
         if len(self._idle) < self._keep:
             self._idle.append((conn, driver))
@@ -88,7 +88,7 @@ class KeptConnections:
             await conn.close()
 
 
-async def _open(engine: AsyncEngine) -> tuple[AsyncConnection, Any]:
+async def open_autocommit(engine: AsyncEngine) -> tuple[AsyncConnection, Any]:
     """A connection of ``engine``'s pool in autocommit mode, and the asyncpg connection under it."""
     conn = await engine.connect()
     try:
@@ -99,7 +99,7 @@ async def _open(engine: AsyncEngine) -> tuple[AsyncConnection, Any]:
         raise
 
 
-async def _throw_away(conn: AsyncConnection) -> None:
+async def throw_away(conn: AsyncConnection) -> None:
     """Invalidate and close ``conn`` (the pool replaces it), whatever state it is in."""
     try:
         await conn.invalidate()

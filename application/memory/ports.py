@@ -24,6 +24,7 @@ __all__ = [
     "HybridHits",
     "HybridSearch",
     "MemoryRepository",
+    "MemoryWrites",
     "StoredMemory",
     "node_kind",
 ]
@@ -150,3 +151,16 @@ class HybridSearch(Protocol):
         """``vector`` may be an awaitable (the query still being embedded): the store gets ready
         meanwhile."""
         ...
+
+
+class MemoryWrites(Protocol):
+    """What a watch of the store's writes tells (``SearchMemory`` is one): an adapter that sees
+    every committed write of memories, whichever process made it, calls ``watching(True)`` once it
+    sees them all, ``written`` for each user with new memories, ``written_somewhere`` for writes it
+    cannot attribute, and ``watching(False)`` as soon as it may have missed one."""
+
+    def watching(self, up: bool) -> None: ...
+
+    def written(self, tenant: str, user: str) -> None: ...
+
+    def written_somewhere(self) -> None: ...

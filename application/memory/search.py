@@ -22,6 +22,13 @@ bound the table) and costs one exact count (``MemoryRepository.count``; concurre
 user share one) instead of an embedding and a search; the count sees a memory as soon as its
 transaction committed, whichever process wrote it.
 
+**Watched writes.** When an adapter watches the store's writes (``watching``: it is told of every
+user's new memories, whichever process wrote them, with ``written``), a user found empty while the
+watch was up costs nothing at all: no count, no I/O. The mark is trusted only when no write of that
+user was reported between the moment the search or count began and its answer, and only while the
+watch that was up then is still up; a watch that drops (or reports a write it cannot attribute:
+``written_somewhere``) makes every mark go back to the count until a new read confirms it.
+
 Every result carries the domain's ``ScoreExplanation``; ``SearchResult.passage`` is what to show a
 model, ``tokens`` what it costs. Entity filters are applied after retrieval (memories name several
 entities; the vector store's metadata holds scalars only).
@@ -150,32 +157,82 @@ def _candidate(memory: StoredMemory) -> MemoryCandidate:
     )
 
 
+class _Empty(msgspec.Struct):
+    until: float
+    epoch: int | None
+
+
 class _EmptyUsers:
     """(tenant, user) scopes last seen without memories, each remembered until an expiry
-    (monotonic seconds) that only bounds the table's size; at most ``max_entries`` (the earliest
-    added are dropped first). Being listed here is never trusted alone: see ``SearchMemory``."""
+    (monotonic seconds) that only bounds the table's size, with the write watch's epoch under which
+    the emptiness was read (``None``: not watched); at most ``max_entries`` (the earliest added are
+    dropped first). Being listed here is trusted only as ``SearchMemory`` says."""
 
     def __init__(self, max_entries: int = 100_000) -> None:
         self._max = max_entries
-        self._until: dict[tuple[str, str], float] = {}
+        self._entries: dict[tuple[str, str], _Empty] = {}
 
-    def holds(self, scope: tuple[str, str], now: float) -> bool:
-        until = self._until.get(scope)
-        if until is None:
-            return False
-        if now < until:
-            return True
-        del self._until[scope]
-        return False
+    def get(self, scope: tuple[str, str], now: float) -> _Empty | None:
+        entry = self._entries.get(scope)
+        if entry is None:
+            return None
+        if now < entry.until:
+            return entry
+        del self._entries[scope]
+        return None
 
-    def add(self, scope: tuple[str, str], until: float) -> None:
-        self._until.pop(scope, None)
-        while len(self._until) >= self._max:
-            del self._until[next(iter(self._until))]
-        self._until[scope] = until
+    def add(self, scope: tuple[str, str], until: float, epoch: int | None) -> None:
+        self._entries.pop(scope, None)
+        while len(self._entries) >= self._max:
+            del self._entries[next(iter(self._entries))]
+        self._entries[scope] = _Empty(until, epoch)
 
     def discard(self, scope: tuple[str, str]) -> None:
-        self._until.pop(scope, None)
+        self._entries.pop(scope, None)
+
+
+class _Mark(msgspec.Struct, frozen=True):
+    """Where the write watch stood when a read began: its epoch (``None``: no watch up) and the
+    number of writes it had reported."""
+
+    epoch: int | None
+    seq: int
+
+
+class _Writes:
+    """What the write watch reported: whether it is up (``epoch``, a new one each time it comes up
+    or loses track), and the latest write number of each recently written scope (at most
+    ``max_entries``; a scope dropped from the table counts as written after ``floor``)."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._max = max_entries
+        self.epoch: int | None = None
+        self._epochs = 0
+        self.seq = 0
+        self.floor = 0
+        self._latest: dict[tuple[str, str], int] = {}
+
+    def mark(self) -> _Mark:
+        return _Mark(self.epoch, self.seq)
+
+    def restart(self, up: bool) -> None:
+        self._epochs += 1
+        self.epoch = self._epochs if up else None
+
+    def written(self, scope: tuple[str, str]) -> None:
+        self.seq += 1
+        self._latest.pop(scope, None)
+        while len(self._latest) >= self._max:
+            self.floor = self._latest.pop(next(iter(self._latest)))
+        self._latest[scope] = self.seq
+
+    def trusted_epoch(self, scope: tuple[str, str], mark: _Mark) -> int | None:
+        """The epoch under which a read that began at ``mark`` and found ``scope`` empty may be
+        trusted without I/O; ``None`` when it may not (no watch, a new one since, or a write of the
+        scope reported since)."""
+        if mark.epoch is None or mark.epoch != self.epoch or self.floor > mark.seq:
+            return None
+        return None if self._latest.get(scope, 0) > mark.seq else mark.epoch
 
 
 class SearchMemory:
@@ -212,10 +269,30 @@ class SearchMemory:
         self._empty = _EmptyUsers()
         self._slots = asyncio.Semaphore(max_concurrent)
         self._hybrid = hybrid if window == 1 else None  # one hop of neighbours: window 1
-        self._counting: dict[tuple[str, str], asyncio.Future[int]] = {}
+        self._counting: dict[tuple[str, str], asyncio.Future[tuple[int, _Mark]]] = {}
+        self._writes = _Writes()
 
-    async def _count(self, scope: tuple[str, str]) -> int:
-        """``MemoryRepository.count``, one query for all concurrent callers of one scope."""
+    # --- the write watch (an adapter calls these; see the module docstring) -------------------
+
+    def watching(self, up: bool) -> None:
+        """The write watch came up (``True``: from now on every write is reported) or went down."""
+        self._writes.restart(up)
+
+    def written(self, tenant: str, user: str) -> None:
+        """``user`` of ``tenant`` has new memories (committed)."""
+        scope = (tenant, user)
+        self._writes.written(scope)
+        self._empty.discard(scope)
+
+    def written_somewhere(self) -> None:
+        """Some user has new memories: no mark is trusted until read again."""
+        self._writes.restart(self._writes.epoch is not None)
+
+    # --------------------------------------------------------------------------------------------
+
+    async def _count(self, scope: tuple[str, str]) -> tuple[int, _Mark]:
+        """``MemoryRepository.count`` and where the write watch stood before it was sent: one query
+        for all concurrent callers of one scope."""
         pending = self._counting.get(scope)
         if pending is None:
             pending = asyncio.ensure_future(self._count_now(scope))
@@ -223,9 +300,10 @@ class SearchMemory:
             pending.add_done_callback(lambda _: self._counting.pop(scope, None))
         return await asyncio.shield(pending)
 
-    async def _count_now(self, scope: tuple[str, str]) -> int:
+    async def _count_now(self, scope: tuple[str, str]) -> tuple[int, _Mark]:
+        mark = self._writes.mark()
         async with self._slots:
-            return await self._repo.count(*scope)
+            return await self._repo.count(*scope), mark
 
     async def __call__(
         self,
@@ -243,19 +321,26 @@ class SearchMemory:
             raise InvalidRequest.single("k", f"must be between 1 and {MAX_K}")
         if not query.strip():
             return SearchResponse((), 0, ())
-        # A user last seen without memories costs one small exact read (the memory count the
-        # database keeps per user; concurrent requests of one user share it), not a search.
+        # A user last seen without memories costs nothing when the write watch vouches for it, else
+        # one small exact read (the memory count the database keeps per user; concurrent requests
+        # of one user share it), not a search.
         scope = (tenant, user)
         now = self._clock.monotonic()
-        if self._empty.holds(scope, now):
-            if await self._count(scope) == 0:
+        writes = self._writes
+        if (listed := self._empty.get(scope, now)) is not None:
+            if listed.epoch is not None and listed.epoch == writes.epoch:
+                return SearchResponse((), 0, ())
+            count, mark = await self._count(scope)
+            if count == 0:
+                listed.epoch = writes.trusted_epoch(scope, mark)
                 return SearchResponse((), 0, ())
             self._empty.discard(scope)
         depth = min(MAX_K, max(self._candidates, k))
+        mark = writes.mark()
         fulltext_ids, vector_ids, rows, follows = await self._retrieve(tenant, user, query, depth, filters)
         if not fulltext_ids and not vector_ids:
             if filters is None and self._empty_ttl > 0:  # not one vector: the user has no memories
-                self._empty.add(scope, now + self._empty_ttl)
+                self._empty.add(scope, now + self._empty_ttl, writes.trusted_epoch(scope, mark))
             return SearchResponse((), 0, ())
         hit_ids = {*fulltext_ids, *vector_ids}
         memories = {m.id: m for m in rows}
