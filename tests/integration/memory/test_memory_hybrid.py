@@ -78,11 +78,14 @@ async def test_search_ranks_alike_with_one_statement_or_separate_reads(engine: A
 
 async def test_count_is_exact_per_user_and_tenant(engine: AsyncEngine, tenant: str) -> None:
     repo = PostgresMemoryRepository(engine)
-    assert await repo.count(tenant, "u1") == 0
-    await _store(engine, tenant)
-    assert await repo.count(tenant, "u1") == 3 * len(LINES)
-    assert await repo.count(tenant, "u2") == 1
-    assert await repo.count(f"{tenant}-other", "u2") == 0
+    try:
+        assert await repo.count(tenant, "u1") == 0
+        await _store(engine, tenant)
+        assert await repo.count(tenant, "u1") == 3 * len(LINES)
+        assert await repo.count(tenant, "u2") == 1
+        assert await repo.count(f"{tenant}-other", "u2") == 0
+    finally:
+        await repo.aclose()  # the count's kept connections
 
 
 async def test_hybrid_needs_its_collection(engine: AsyncEngine, tenant: str) -> None:
