@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +17,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adapters.embedded.process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,14 +67,20 @@ class Platform:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
+def _free_ports(n: int) -> list[str]:
+    """``n`` different free loopback ports (all bound at once while they are chosen)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [str(sock.getsockname()[1]) for sock in socks]
+
+
 def platform_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LUMINA_", "OPENAI_"))}
     env.update(
         LUMINA_DATA_DIR=str(data_dir),
-        LUMINA_GRPC_PORT=str(free_port()),
-        LUMINA_HTTP_PORT=str(free_port()),
-        LUMINA_WEB_PORT=str(free_port()),
-        LUMINA_SIM_PORT=str(free_port()),
+        **dict(zip(("LUMINA_GRPC_PORT", "LUMINA_HTTP_PORT", "LUMINA_WEB_PORT", "LUMINA_SIM_PORT"), _free_ports(4), strict=True)),
         # scripts and CI call a fresh platform at once with this key (the first start stores it)
         LUMINA_BOOTSTRAP_API_KEY=f"lum_{secrets.token_hex(6)}_{secrets.token_urlsafe(24)}",
         PYTHONUNBUFFERED="1",

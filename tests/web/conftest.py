@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import re
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -26,7 +27,6 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from adapters.embedded.process import free_port
 from adapters.identity import RedisLoginLimiter
 from adapters.postgres.mappers import start_mappers
 from adapters.providers import OpenAIProvider
@@ -76,7 +76,13 @@ def sim_url() -> Iterator[str]:
 async def stack(
     database_url: str, redis_url: str, sim_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
-    web_port = free_port()
+    # the console's port stays bound here (SO_REUSEADDR, not listening) until the console binds it:
+    # the backend's own binds to port 0 in between cannot be given it (the kernel never autobinds a
+    # port in use), as they could be a port only probed free
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", 0))
+    web_port = holder.getsockname()[1]
     namespace = f"test-{uuid.uuid4().hex[:12]}"
     settings = load_settings(
         {}, database_url=database_url, redis_url=redis_url, host="127.0.0.1", web_port=web_port,
@@ -97,9 +103,11 @@ async def stack(
     target = f"127.0.0.1:{backend.grpc_port}"
     try:
         async with running_console(target, port=web_port, url_host="localhost") as url:
+            holder.close()
             yield Stack(backend=backend, console_url=url, grpc_target=target, engine=engine, redis=redis,
                         redis_namespace=namespace)
     finally:
+        holder.close()
         await redis.aclose()
         await engine.dispose()
         await backend.stop()
