@@ -65,38 +65,41 @@ async def test_no_search_ever_returns_another_tenants_memory(
         return f"{name}-{run}"
 
     repo, store, embedder = PostgresMemoryRepository(engine), PgVectorStore(engine), HashEmbedder()
-    ingest = IngestTurns(repo, store, embedder, TimeOrderedIds())
-    search = SearchMemory(repo, store, embedder, FixedClock(NOW))
-    # (tenant, memory id) -> (user, text, source_id): what each tenant wrote.
-    model: dict[tuple[str, str], tuple[str, str, str]] = {}
-    counters = dict.fromkeys(TENANTS, 0)
-    for name, user, conversation, text, days_ago in written:
-        i = counters[name]
-        counters[name] += 1
-        source = f"{name}:{i}"
-        turn = TurnInput(role=user, text=text, at=NOW - days_ago * DAY + i, source_id=source, id=f"m{i}")
-        await ingest(tenant(name), user, f"{conversation}-{user}", [turn])
-        model[(tenant(name), f"m{i}")] = (user, text, source)
+    try:
+        ingest = IngestTurns(repo, store, embedder, TimeOrderedIds())
+        search = SearchMemory(repo, store, embedder, FixedClock(NOW))
+        # (tenant, memory id) -> (user, text, source_id): what each tenant wrote.
+        model: dict[tuple[str, str], tuple[str, str, str]] = {}
+        counters = dict.fromkeys(TENANTS, 0)
+        for name, user, conversation, text, days_ago in written:
+            i = counters[name]
+            counters[name] += 1
+            source = f"{name}:{i}"
+            turn = TurnInput(role=user, text=text, at=NOW - days_ago * DAY + i, source_id=source, id=f"m{i}")
+            await ingest(tenant(name), user, f"{conversation}-{user}", [turn])
+            model[(tenant(name), f"m{i}")] = (user, text, source)
 
-    for name, user, query, k, where in asked:
-        response = await search(tenant(name), user, query, k=k, filters=where)
-        for result in response.results:
-            assert result.source_id is not None and result.source_id.split(":")[0] == name, (
-                f"{tenant(name)} got {result.source_id!r}: another tenant's memory leaked"
-            )
-            assert (tenant(name), result.id) in model
-            owner_user, text, source = model[(tenant(name), result.id)]
-            assert (owner_user, source) == (user, result.source_id)
-            assert result.text.endswith(text)  # stored as "speaker: text"
-        # Through the repository: every returned id is a memory of the querying tenant and user.
-        ids = [r.id for r in response.results]
-        stored = await repo.get_many(tenant(name), ids)
-        assert {m.id for m in stored} == set(ids)
-        assert all(m.tenant_id == tenant(name) and m.user_id == user for m in stored)
-        # Sanity (so the property is not vacuous): a query naming a word the user wrote, without
-        # filters, finds at least one of the user's memories.
-        if where is None and any(
-            owner == tenant(name) and u == user and set(query.casefold().split()) & set(t.casefold().split())
-            for (owner, _), (u, t, _) in model.items()
-        ):
-            assert response.results, "a matching memory of the querying user was not found"
+        for name, user, query, k, where in asked:
+            response = await search(tenant(name), user, query, k=k, filters=where)
+            for result in response.results:
+                assert result.source_id is not None and result.source_id.split(":")[0] == name, (
+                    f"{tenant(name)} got {result.source_id!r}: another tenant's memory leaked"
+                )
+                assert (tenant(name), result.id) in model
+                owner_user, text, source = model[(tenant(name), result.id)]
+                assert (owner_user, source) == (user, result.source_id)
+                assert result.text.endswith(text)  # stored as "speaker: text"
+            # Through the repository: every returned id is a memory of the querying tenant and user.
+            ids = [r.id for r in response.results]
+            stored = await repo.get_many(tenant(name), ids)
+            assert {m.id for m in stored} == set(ids)
+            assert all(m.tenant_id == tenant(name) and m.user_id == user for m in stored)
+            # Sanity (so the property is not vacuous): a query naming a word the user wrote, without
+            # filters, finds at least one of the user's memories.
+            if where is None and any(
+                owner == tenant(name) and u == user and set(query.casefold().split()) & set(t.casefold().split())
+                for (owner, _), (u, t, _) in model.items()
+            ):
+                assert response.results, "a matching memory of the querying user was not found"
+    finally:
+        await repo.aclose()  # the count's kept connections
