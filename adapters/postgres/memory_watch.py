@@ -12,7 +12,8 @@ the connection closed, or a probe did not arrive within ``ping_timeout``. A prob
 then every ``ping_every`` seconds) is a notification on the same channel sent from another
 connection of the pool, so it checks the whole path an announcement takes: behind a pooler that
 does not keep LISTEN's session (PgBouncer in transaction mode) none arrives and the watch never
-comes up. After a failure it connects again after ``retry`` seconds, doubling up to
+comes up. The probe's statement also checks that revision 0014's triggers are there and enabled
+(a database not migrated yet, or triggers disabled): if not, the watch is down. After a failure it connects again after ``retry`` seconds, doubling up to
 ``max_retry`` while it cannot come up. The connection is never given back to the pool: it is
 closed.
 """
@@ -37,6 +38,18 @@ CHANNEL = "lumina_memories_written"
 
 _SCOPE = msgspec.json.Decoder(tuple[str, str])
 _PROBE = "~probe "  # announcements are JSON arrays or '*': a probe is told apart by its first character
+
+
+# the probe's notification, and how many of the triggers that announce writes are there and enabled
+_TRIGGERS = ("memories_notify_insert", "memories_notify_update")
+_PROBE_SQL = sa.text(
+    "SELECT count(*) FROM pg_notify(:channel, :token), pg_trigger WHERE tgrelid = 'memories'::regclass"
+    f" AND tgname IN ({', '.join(repr(t) for t in _TRIGGERS)}) AND tgenabled <> 'D'"
+)
+
+
+class NotAnnounced(Exception):
+    """Writes of memories are not announced in this database (the watch stays down)."""
 
 
 class Log(Protocol):
@@ -79,7 +92,7 @@ class MemoryWriteWatch:
                 if self._log is not None:
                     self._log.warning(
                         "memory write watch down; users without memories are counted again until it is back",
-                        error=type(exc).__name__, retry_s=delay,
+                        error=str(exc) if isinstance(exc, NotAnnounced) else type(exc).__name__, retry_s=delay,
                     )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
@@ -125,7 +138,9 @@ class MemoryWriteWatch:
         self._probing = (token, arrived)
         async with asyncio.timeout(self._ping_timeout):
             async with self._engine.begin() as conn:
-                await conn.execute(sa.select(sa.func.pg_notify(CHANNEL, token)))
+                announcing = (await conn.execute(_PROBE_SQL, {"channel": CHANNEL, "token": token})).scalar_one()
+            if announcing != len(_TRIGGERS):
+                raise NotAnnounced("the triggers of revision 0014 on memories are missing or disabled")
             await arrived
         self._probing = None
 

@@ -185,3 +185,24 @@ async def test_other_watches_probes_are_not_writes(engine: AsyncEngine, tenant: 
             await conn.execute(_INSERT, {"t": tenant, "u": "u", "users": 1, "n": 1})
         await seen.until(lambda: seen.of(tenant) != [])
         assert seen.calls == [("up",), ("written", tenant, "u0")]
+
+
+async def test_a_database_whose_triggers_do_not_announce_writes_keeps_the_watch_down(engine: AsyncEngine) -> None:
+    seen, log = Recorder(), Log()
+    async with engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE memories DISABLE TRIGGER memories_notify_insert"))
+    try:
+        stop = asyncio.Event()
+        task = asyncio.create_task(MemoryWriteWatch(engine, seen, retry=0.01, max_retry=0.02, log=log).run(stop))  # type: ignore[arg-type]
+        await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE memories ENABLE TRIGGER memories_notify_insert"))
+    assert seen.calls == []
+    assert log.warnings and {w["error"] for w in log.warnings} == {
+        "the triggers of revision 0014 on memories are missing or disabled"
+    }
+    async with watching(engine, seen):  # enabled again: the watch comes up
+        assert seen.calls == [("up",)]
