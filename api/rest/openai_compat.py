@@ -272,6 +272,7 @@ class OAEmbeddingRequest(msgspec.Struct, forbid_unknown_fields=False):
 _encoder = msgspec.json.Encoder()
 _CHAT_REQUEST = msgspec.json.Decoder(OAChatRequest, strict=False)  # as Litestar converts bodies: "7" is 7
 _MEMORY_HEADER = MEMORY_HEADER.encode()  # ASGI header names are lower-case bytes
+_CONVERSATION_HEADER = CONVERSATION_HEADER.encode()
 _JSON = (b"content-type", b"application/json")
 _EVENT_STREAM = (b"content-type", b"text/event-stream; charset=utf-8")
 _NO_CACHE = (b"cache-control", b"no-cache")
@@ -279,7 +280,6 @@ _NO_CACHE = (b"cache-control", b"no-cache")
 
 def _latin1(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-_CONVERSATION_HEADER = CONVERSATION_HEADER.encode()
 
 
 def _sse(payload: Any) -> bytes:
@@ -391,7 +391,7 @@ class OpenAIController(Controller):
 
     # A raw ASGI handler (POST only): the body decoded straight into its type, the whole answer
     # sent as two ASGI messages; Litestar's parameter and response machinery cost about a tenth
-    # of the backend's instructions per request here (api/rest/asgi_body.py). Middleware (tracing,
+    # of the backend's instructions per request here (api/rest/raw_asgi.py). Middleware (tracing,
     # metrics, authentication) and the exception handlers (problem+json) apply as to any route.
     @asgi("/chat/completions", copy_scope=False)
     async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:

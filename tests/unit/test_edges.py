@@ -177,7 +177,7 @@ def test_rest_request_metrics_are_labelled_by_route_template_not_by_path() -> No
 
 
 async def test_chat_completions_bodies_that_are_not_requests_are_client_errors(cleanup: list[Backend]) -> None:
-    """The raw ASGI chat handler (api/rest/asgi_body.py) gives the errors Litestar's body
+    """The raw ASGI chat handler (api/rest/raw_asgi.py) gives the errors Litestar's body
     parameters give: 400 naming the field, 413 over the size limit (announced or streamed),
     405 with Allow; a string number is taken as Litestar converted it."""
     backend, provider, _ = await started([TextDelta("hi"), Finish(FinishReason.STOP)])
